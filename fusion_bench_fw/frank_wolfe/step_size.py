@@ -1,0 +1,84 @@
+"""Step-size rules for hard Frank-Wolfe: exact line search (eq. 3), open loop 2/(t+2), constant.
+
+Each rule is a small object with ``choose(iteration, loss_at)`` where ``loss_at(gamma)`` evaluates
+the objective at ``theta_t + gamma * (s_t - theta_t)``; only line search calls it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Tuple
+
+LossAt = Callable[[float], float]
+
+_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0  # 1/golden ratio
+
+
+@dataclass
+class LineSearch:
+    """Golden-section search for argmin_{gamma in [0, 1]} loss(theta_t + gamma (s_t - theta_t)).
+
+    ``evaluations`` bounds the number of objective evaluations (forward passes, no backward).
+    The known loss at gamma = 0 and the loss at gamma = 1 are compared with the interior optimum,
+    so a direction that does not help gives gamma = 0 (no move) and a monotone decrease gives 1.
+    """
+
+    evaluations: int = 10
+
+    def __post_init__(self):
+        if self.evaluations < 3:
+            raise ValueError(f"line search needs at least 3 evaluations, got {self.evaluations}")
+
+    def choose(self, iteration: int, loss_at: LossAt, loss_at_zero: float) -> Tuple[float, float]:
+        lo, hi = 0.0, 1.0
+        x1 = hi - _INV_PHI * (hi - lo)
+        x2 = lo + _INV_PHI * (hi - lo)
+        f1, f2 = loss_at(x1), loss_at(x2)
+        candidates = [(0.0, loss_at_zero), (x1, f1), (x2, f2)]
+        for _ in range(self.evaluations - 3):
+            if f1 <= f2:
+                hi, x2, f2 = x2, x1, f1
+                x1 = hi - _INV_PHI * (hi - lo)
+                f1 = loss_at(x1)
+                candidates.append((x1, f1))
+            else:
+                lo, x1, f1 = x1, x2, f2
+                x2 = lo + _INV_PHI * (hi - lo)
+                f2 = loss_at(x2)
+                candidates.append((x2, f2))
+        candidates.append((1.0, loss_at(1.0)))
+        gamma, loss = min(candidates, key=lambda pair: (pair[1], pair[0]))
+        return gamma, loss
+
+
+@dataclass
+class OpenLoop:
+    """gamma_t = scale * 2 / (t + 2 + offset); offset > 0 keeps a non-trivial initial merge."""
+
+    scale: float = 1.0
+    offset: int = 0
+
+    def choose(self, iteration: int, loss_at: LossAt, loss_at_zero: float) -> Tuple[float, None]:
+        return min(1.0, self.scale * 2.0 / (iteration + 2 + self.offset)), None
+
+
+@dataclass
+class ConstantStep:
+    value: float = 0.1
+
+    def choose(self, iteration: int, loss_at: LossAt, loss_at_zero: float) -> Tuple[float, None]:
+        return self.value, None
+
+
+STEP_RULES = ("line_search", "open_loop", "constant")
+
+
+def make_step_rule(name: str, *, step_size: float = 0.1, scale: float = 1.0, offset: int = 0, evaluations: int = 10):
+    if name == "line_search":
+        return LineSearch(evaluations=evaluations)
+    if name == "open_loop":
+        return OpenLoop(scale=scale, offset=offset)
+    if name == "constant":
+        return ConstantStep(value=step_size)
+    raise ValueError(f"unknown step rule {name!r}; allowed: {', '.join(STEP_RULES)}")

@@ -1,0 +1,310 @@
+"""The FW engine on small convex problems with known optima (no neural nets, no FusionBench)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from fusion_bench_fw.frank_wolfe import (
+    FrankWolfeHard,
+    FrankWolfeSoft,
+    LineSearch,
+    LossAndGrad,
+    SolverState,
+    make_step_rule,
+    project_onto_simplex,
+    score_vertices,
+    select_hard,
+)
+
+BLOCKS = ["a", "b"]
+
+
+class ListSource:
+    """Candidate vertices held in a list; counts how many streamed copies are alive at once."""
+
+    def __init__(self, names, vertices):
+        self.names = list(names)
+        self._vertices = vertices
+        self.alive = 0
+        self.peak_alive = 0
+        self.loads = 0
+
+    def stream(self, indices=None):
+        for index in range(len(self.names)) if indices is None else indices:
+            self.loads += 1
+            self.alive += 1
+            self.peak_alive = max(self.peak_alive, self.alive)
+            try:
+                yield index, {k: v.clone() for k, v in self._vertices[index].items()}
+            finally:
+                self.alive -= 1
+
+
+class LeastSquares:
+    """f(theta) = 0.5 * sum_b ||A_b theta_b - y_b||^2, one block per parameter tensor."""
+
+    task_names = ["toy"]
+
+    def __init__(self, matrices, targets):
+        self.matrices = matrices
+        self.targets = targets
+
+    def loss(self, params):
+        return float(sum(0.5 * (self.matrices[k] @ params[k] - self.targets[k]).pow(2).sum() for k in BLOCKS))
+
+    def loss_and_grad(self, params, per_task=False):
+        grad = {k: self.matrices[k].T @ (self.matrices[k] @ params[k] - self.targets[k]) for k in BLOCKS}
+        return LossAndGrad(loss=self.loss(params), grad=grad, task_grads={"toy": grad} if per_task else None)
+
+
+def flat(params):
+    return torch.cat([params[k].reshape(-1) for k in BLOCKS])
+
+
+def reference_optimum(problem, points):
+    """min over the convex hull (one shared lambda) by SLSQP on lambda: the known optimum."""
+
+    def value(lam):
+        theta = {k: sum(float(l) * p[k] for l, p in zip(lam, points)) for k in BLOCKS}
+        return problem.loss(theta)
+
+    n = len(points)
+    result = minimize(
+        value,
+        np.full(n, 1.0 / n),
+        bounds=[(0, 1)] * n,
+        constraints=[{"type": "eq", "fun": lambda lam: lam.sum() - 1}],
+        method="SLSQP",
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
+    return result.fun
+
+
+def make_problem(seed=0, n=5, dim=6):
+    gen = torch.Generator().manual_seed(seed)
+    points = [{k: torch.randn(dim, generator=gen, dtype=torch.float64) for k in BLOCKS} for _ in range(n + 1)]
+    matrices = {k: torch.randn(dim + 2, dim, generator=gen, dtype=torch.float64) for k in BLOCKS}
+    # the optimum is a strictly convex combination of all vertices (relative interior of the hull),
+    # where vanilla FW with line search converges linearly; on a face it only gets O(1/t)
+    mix = torch.softmax(0.3 * torch.randn(n + 1, generator=gen, dtype=torch.float64), dim=0)
+    targets = {k: matrices[k] @ sum(w * p[k] for w, p in zip(mix, points)) for k in BLOCKS}
+    return LeastSquares(matrices, targets), points
+
+
+def hull_source(points):
+    """Every vertex of M = conv{theta_0..theta_n} is an LMO candidate, theta_0 included."""
+    return ListSource(["_pretrained_"] + [f"m{i}" for i in range(1, len(points))], points)
+
+
+def initial_state(points):
+    weights = torch.zeros(len(BLOCKS), len(points), dtype=torch.float64)
+    weights[:, 0] = 1.0
+    return SolverState(theta={k: v.clone() for k, v in points[0].items()}, weights=weights, weights_exact=True)
+
+
+def solver_kwargs(problem, source, **overrides):
+    kwargs = dict(
+        objective=problem,
+        source=source,
+        block_names=BLOCKS,
+        labels=list(source.names),
+        vertex_columns=list(range(len(source.names))),
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+# --- simplex projection -------------------------------------------------------------------------
+
+def brute_force_projection(y):
+    """Exact projection by enumerating supports: the QP's KKT solution on every subset."""
+    best, best_dist = None, np.inf
+    n = len(y)
+    for size in range(1, n + 1):
+        for support in itertools.combinations(range(n), size):
+            x = np.zeros(n)
+            sub = y[list(support)]
+            x[list(support)] = sub - (sub.sum() - 1.0) / size
+            if (x >= -1e-12).all():
+                dist = ((x - y) ** 2).sum()
+                if dist < best_dist:
+                    best, best_dist = x, dist
+    return best
+
+
+def test_simplex_projection_matches_brute_force_qp():
+    gen = np.random.default_rng(0)
+    rows = gen.normal(scale=2.0, size=(200, 5))
+    projected = project_onto_simplex(torch.tensor(rows)).numpy()
+    for y, x in zip(rows, projected):
+        np.testing.assert_allclose(x, brute_force_projection(y), atol=1e-10)
+    assert np.allclose(projected.sum(axis=1), 1.0) and (projected >= 0).all()
+
+
+def test_simplex_projection_keeps_points_already_on_the_simplex():
+    point = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(project_onto_simplex(point), point)
+
+
+# --- LMO ----------------------------------------------------------------------------------------
+
+def test_layerwise_lmo_picks_per_block_minimizers():
+    theta = {"a": torch.zeros(2, dtype=torch.float64), "b": torch.zeros(2, dtype=torch.float64)}
+    grad = {"a": torch.tensor([1.0, 0.0], dtype=torch.float64), "b": torch.tensor([0.0, 1.0], dtype=torch.float64)}
+    vertices = [
+        {"a": torch.tensor([-1.0, 0.0]), "b": torch.tensor([0.0, 5.0])},  # best for block a, worst for b
+        {"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([0.0, -2.0])},  # best for block b
+        {"a": torch.tensor([-0.5, 0.0]), "b": torch.tensor([0.0, -1.0])},  # best in total (-1.5)
+    ]
+    vertices = [{k: v.double() for k, v in vx.items()} for vx in vertices]
+    scores = score_vertices(ListSource("xyz", vertices), theta, {"total": grad}, BLOCKS)
+    assert select_hard(scores, "layer", "inner_product").tolist() == [0, 1]
+    # task-wise totals are 4, 1 and -1.5: the third vertex wins as a whole
+    assert select_hard(scores, "task", "inner_product").tolist() == [2, 2]
+
+
+def test_cosine_score_ignores_norm_while_inner_product_does_not():
+    theta = {"a": torch.zeros(2, dtype=torch.float64), "b": torch.zeros(1, dtype=torch.float64)}
+    grad = {"a": torch.tensor([1.0, 0.0], dtype=torch.float64), "b": torch.zeros(1, dtype=torch.float64)}
+    vertices = [
+        {"a": torch.tensor([-1.0, 0.0]), "b": torch.zeros(1)},  # perfectly aligned with -g, small
+        {"a": torch.tensor([-3.0, 4.0]), "b": torch.zeros(1)},  # larger descent, worse angle
+    ]
+    vertices = [{k: v.double() for k, v in vx.items()} for vx in vertices]
+    scores = score_vertices(ListSource("xy", vertices), theta, {"total": grad}, BLOCKS)
+    assert select_hard(scores, "task", "inner_product").tolist() == [1, 1]
+    assert select_hard(scores, "layer", "cosine")[0].item() == 0
+    cosine = scores.block_scores("cosine")[:, 0]
+    assert torch.allclose(cosine, torch.tensor([-1.0, -0.6], dtype=torch.float64))
+
+
+# --- step sizes ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("minimizer", [0.0, 0.137, 0.37, 0.8, 1.0])
+def test_line_search_finds_one_dimensional_minimum(minimizer):
+    calls = []
+
+    def loss_at(gamma):
+        calls.append(gamma)
+        return (gamma - minimizer) ** 2 + 1.0
+
+    gamma, loss = LineSearch(evaluations=20).choose(0, loss_at, loss_at_zero=minimizer**2 + 1.0)
+    assert abs(gamma - minimizer) < 1e-3
+    assert loss == pytest.approx((gamma - minimizer) ** 2 + 1.0)
+    assert len(calls) == 20  # bounded budget: 19 interior points + gamma = 1
+
+
+def test_line_search_refuses_a_direction_that_only_hurts():
+    gamma, _ = LineSearch(evaluations=8).choose(0, lambda g: 1.0 + g, loss_at_zero=1.0)
+    assert gamma == 0.0
+
+
+def test_open_loop_and_constant_rules():
+    assert make_step_rule("open_loop").choose(0, None, 0.0)[0] == 1.0
+    assert make_step_rule("open_loop", scale=0.5, offset=2).choose(2, None, 0.0)[0] == pytest.approx(0.5 * 2 / 6)
+    assert make_step_rule("constant", step_size=0.3).choose(7, None, 0.0)[0] == 0.3
+    with pytest.raises(ValueError, match="allowed: line_search, open_loop, constant"):
+        make_step_rule("armijo")
+
+
+# --- full solvers -------------------------------------------------------------------------------
+
+def test_hard_fw_line_search_gap_shrinks_and_reaches_the_optimum():
+    problem, points = make_problem()
+    source = hull_source(points)
+    state = initial_state(points)
+    solver = FrankWolfeHard(**solver_kwargs(problem, source, max_iters=1000, gap_tol=1e-7), step_rule=LineSearch(evaluations=30))
+    solver.run(state)
+    optimum = reference_optimum(problem, points)
+    gaps = [r["fw_gap"] for r in state.trajectory]
+    assert problem.loss(state.theta) == pytest.approx(optimum, rel=1e-3, abs=1e-6)
+    # the gap bounds the suboptimality and shrinks by orders of magnitude
+    assert gaps[-1] < 1e-3 * gaps[0]
+    assert all(r["loss_after"] <= r["loss_before"] + 1e-12 for r in state.trajectory)
+    # the bookkeeping weights reproduce theta exactly and form a convex combination
+    rebuilt = {k: sum(state.weights[b, v] * points[v][k] for v in range(len(points))) for b, k in enumerate(BLOCKS)}
+    assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-9)
+    assert torch.allclose(state.weights.sum(1), torch.ones(2, dtype=torch.float64))
+    assert (state.weights >= -1e-12).all()
+    # constant memory: the solver never held more than one streamed checkpoint at a time
+    assert source.peak_alive == 1
+
+
+def test_hard_fw_stops_at_gap_tolerance():
+    problem, points = make_problem(seed=1)
+    source = hull_source(points)
+    state = initial_state(points)
+    FrankWolfeHard(**solver_kwargs(problem, source, max_iters=500, gap_tol=1e-2), step_rule=LineSearch(evaluations=30)).run(state)
+    assert state.trajectory[-1]["stopped"] is True
+    assert state.trajectory[-1]["fw_gap"] <= 1e-2
+    assert all(r["fw_gap"] > 1e-2 for r in state.trajectory[:-1])
+    assert "gap_tol" in state.stop_reason
+
+
+def test_layerwise_hard_fw_reaches_a_stitched_optimum_that_taskwise_cannot():
+    problem, points = make_problem(seed=2)
+    # block a wants vertex 1, block b wants vertex 2: only block-coordinate FW can stitch them
+    problem.targets = {"a": problem.matrices["a"] @ points[1]["a"], "b": problem.matrices["b"] @ points[2]["b"]}
+    source = hull_source(points)
+    finals = {}
+    for granularity in ("task", "layer"):
+        state = initial_state(points)
+        FrankWolfeHard(**solver_kwargs(problem, source, max_iters=300, granularity=granularity), step_rule=LineSearch(evaluations=30)).run(state)
+        finals[granularity] = problem.loss(state.theta)
+        if granularity == "layer":
+            counts = state.trajectory[0]["selected"]
+            assert isinstance(counts, dict) and sum(counts.values()) == len(BLOCKS)
+            assert set(state.trajectory[-1]["weights_per_block"]) == set(BLOCKS)
+            # the per-block weights identify the stitched optimum: a from m1, b from m2
+            assert state.weights[0, 1] > 0.99 and state.weights[1, 2] > 0.99
+    assert finals["layer"] < 1e-6
+    # task-wise FW is confined to one shared lambda: it cannot beat the hull optimum
+    assert finals["task"] >= reference_optimum(problem, points) - 1e-6 > 1e-3
+
+
+def test_soft_fw_with_k_equal_n_reaches_the_optimum_in_two_iterations():
+    problem, points = make_problem(seed=3)
+    source = hull_source(points)
+    state = initial_state(points)
+    solver = FrankWolfeSoft(
+        **solver_kwargs(problem, source, max_iters=2),
+        topk=len(source.names), coefficients="model", inner_steps=3000, inner_lr=0.002, inner_optimizer="sgd",
+    )
+    solver.run(state)
+    optimum = reference_optimum(problem, points)
+    assert problem.loss(state.theta) == pytest.approx(optimum, rel=1e-3, abs=1e-6)
+    assert len(state.trajectory) <= 2
+    rebuilt = {k: sum(state.weights[b, v] * points[v][k] for v in range(len(points))) for b, k in enumerate(BLOCKS)}
+    assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-9)
+    # k = n selected checkpoints resident plus one streamed
+    assert source.peak_alive == 1
+
+
+def test_soft_fw_never_increases_the_objective_and_keeps_weights_exact():
+    problem, points = make_problem(seed=4)
+    source = hull_source(points)
+    state = initial_state(points)
+    FrankWolfeSoft(**solver_kwargs(problem, source, max_iters=5), topk=2, inner_steps=15, inner_lr=0.05).run(state)
+    losses = [problem.loss(points[0])] + [r["loss_after"] for r in state.trajectory]
+    assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))
+    assert losses[-1] < 0.5 * losses[0]
+    rebuilt = {k: sum(state.weights[b, v] * points[v][k] for v in range(len(points))) for b, k in enumerate(BLOCKS)}
+    assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-9)
+    assert (state.weights >= -1e-12).all() and torch.allclose(state.weights.sum(1), torch.ones(2, dtype=torch.float64))
+    assert all(len(r["selected"]) == 2 for r in state.trajectory)
+
+
+def test_invalid_options_are_rejected_with_the_allowed_values():
+    problem, points = make_problem()
+    source = ListSource(["m1"], points[1:2])
+    with pytest.raises(ValueError, match="allowed: task, layer"):
+        FrankWolfeHard(**solver_kwargs(problem, source, granularity="block"), step_rule=LineSearch())
+    with pytest.raises(ValueError, match="allowed: inner_product, cosine"):
+        FrankWolfeHard(**solver_kwargs(problem, source, score="dot"), step_rule=LineSearch())
+    with pytest.raises(ValueError, match="topk must be >= 1"):
+        FrankWolfeSoft(**solver_kwargs(problem, source), topk=0)
