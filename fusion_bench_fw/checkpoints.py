@@ -1,0 +1,107 @@
+"""Stream fine-tuned checkpoints from a FusionBench model pool, one at a time.
+
+This is what keeps FW-Merging's memory flat in the number of models: the LMO reads each
+checkpoint once per iteration and drops it before reading the next. Local Hugging Face model
+directories with safetensors weights are read tensor by tensor (only the merged parameters, memory
+mapped); anything else goes through the pool's own ``load_model`` and is released right after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from safetensors import safe_open
+
+from .frank_wolfe.params import ParamDict
+
+log = logging.getLogger(__name__)
+
+
+def local_safetensors_file(entry) -> Optional[Path]:
+    """The single ``model.safetensors`` of a pool entry that is a local model directory, if any."""
+    if not isinstance(entry, (str, os.PathLike)):
+        return None
+    path = Path(entry).expanduser()
+    candidate = path / "model.safetensors"
+    return candidate if candidate.is_file() else None
+
+
+class PoolCheckpoints:
+    """A :class:`~fusion_bench_fw.frank_wolfe.lmo.VertexSource` over named models of a pool.
+
+    ``block_names`` are the merged parameters (names as in ``model.named_parameters()``). Loaded
+    tensors are cast to ``dtype`` and stay on the CPU; the engine moves each block to the device
+    of theta as it computes inner products. ``loads`` and ``peak_alive`` make streaming observable.
+    """
+
+    def __init__(self, modelpool, names: Sequence[str], block_names: Sequence[str], dtype: torch.dtype = torch.float32, prefer_safetensors: bool = True):
+        self.modelpool = modelpool
+        self.names: List[str] = list(names)
+        self.block_names = list(block_names)
+        self.dtype = dtype
+        self.prefer_safetensors = prefer_safetensors
+        self.loads = 0
+        self.alive = 0
+        self.peak_alive = 0
+
+    def stream(self, indices: Optional[Iterable[int]] = None) -> Iterator[Tuple[int, ParamDict]]:
+        for index in range(len(self.names)) if indices is None else indices:
+            params = self.load(self.names[index])
+            self.alive += 1
+            self.peak_alive = max(self.peak_alive, self.alive)
+            try:
+                yield index, params
+            finally:
+                self.alive -= 1
+                del params
+
+    def validate(self, reference: ParamDict) -> None:
+        """Read every checkpoint once and fail early, naming the model and tensor, on a parameter
+        that is missing, has another shape than in the pretrained model, or holds NaN/Inf."""
+        for index, params in self.stream():
+            name = self.names[index]
+            for block, expected in reference.items():
+                tensor = params.get(block)
+                if tensor is None:
+                    raise ValueError(f"model {name!r} has no parameter {block!r}: every checkpoint must have the pretrained model's architecture")
+                if tensor.shape != expected.shape:
+                    raise ValueError(
+                        f"model {name!r}: parameter {block!r} has shape {tuple(tensor.shape)} but the pretrained "
+                        f"model's is {tuple(expected.shape)} (architecture mismatch); remove the model from the pool"
+                    )
+                if not torch.isfinite(tensor).all():
+                    raise ValueError(f"model {name!r}: parameter {block!r} contains NaN or Inf values; remove or repair this checkpoint")
+
+    def load(self, name: str) -> ParamDict:
+        self.loads += 1
+        entry = self.modelpool._models[name] if hasattr(self.modelpool, "_models") else None
+        file = local_safetensors_file(entry) if self.prefer_safetensors else None
+        if file is not None:
+            params = self._read_safetensors(file)
+            if params is not None:
+                return params
+        return self._load_through_pool(name)
+
+    def _read_safetensors(self, file: Path) -> Optional[ParamDict]:
+        with safe_open(str(file), framework="pt") as handle:
+            available = set(handle.keys())
+            if not set(self.block_names) <= available:
+                return None  # unusual key layout: let the pool's loader (and its errors) handle it
+            return {name: handle.get_tensor(name).to(self.dtype) for name in self.block_names}
+
+    def _load_through_pool(self, name: str) -> ParamDict:
+        model = self.modelpool.load_model(name)
+        parameters = dict(model.named_parameters())
+        missing = [block for block in self.block_names if block not in parameters]
+        if missing:
+            raise ValueError(
+                f"model {name!r} has no parameter {missing[0]!r} (and {len(missing) - 1} more) that the "
+                f"pretrained model has: the checkpoints in the pool must share one architecture"
+            )
+        params = {block: parameters[block].detach().to(self.dtype) for block in self.block_names}
+        del model, parameters
+        return params

@@ -1,0 +1,67 @@
+"""Where the FW trajectory goes: a JSON file in the run's log dir, the Fabric logger, a progress bar.
+
+Files are written atomically (temporary file + rename) and never replace an existing output:
+a second run into the same directory gets ``fw_trajectory_1.json`` and so on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+
+def unused_path(path: Path) -> Path:
+    """``path`` if free, else ``stem_1.suffix``, ``stem_2.suffix``, ... (never overwrite)."""
+    if not path.exists():
+        return path
+    for version in range(1, 10_000):
+        candidate = path.with_name(f"{path.stem}_{version}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"too many existing versions of {path}")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def scalar_metrics(record: Dict[str, Any]) -> Dict[str, float]:
+    """The numeric part of an iteration record, for the Fabric logger (tensorboard)."""
+    metrics = {f"fw/{key}": float(record[key]) for key in ("fw_gap", "loss_before", "loss_after", "step_size", "time_s") if isinstance(record.get(key), (int, float))}
+    for label, weight in record.get("weights", {}).items():
+        metrics[f"fw_weight/{label}"] = float(weight)
+    return metrics
+
+
+def format_merge(weights: Dict[str, float], threshold: float = 5e-4) -> str:
+    """'0.41 x gtsrb + 0.22 x dtd + ...' for the non-negligible weights, largest first."""
+    terms = sorted(((w, label) for label, w in weights.items() if abs(w) >= threshold), reverse=True)
+    return " + ".join(f"{w:.3f} x {label}" for w, label in terms) or "(empty)"
+
+
+class TrajectoryWriter:
+    """Keeps the trajectory file up to date after every iteration (so a crash leaves a record)."""
+
+    def __init__(self, path: Optional[Path], config: Dict[str, Any]):
+        self.path = unused_path(path) if path is not None else None
+        self.config = config
+
+    def write(self, trajectory, summary: Optional[Dict[str, Any]] = None) -> None:
+        if self.path is None:
+            return
+        payload = {"config": self.config, "iterations": trajectory}
+        if summary is not None:
+            payload["summary"] = summary
+        write_json_atomic(self.path, payload)
