@@ -25,6 +25,7 @@ from .checkpoints import PoolCheckpoints
 from .frank_wolfe import GRANULARITIES, SCORES, STEP_RULES, FrankWolfeHard, FrankWolfeSoft, SolverState, make_step_rule
 from .frank_wolfe.params import ParamDict
 from .merge_functions import MERGE_FUNCTIONS, ties_merge_fn
+from .resume import RunCheckpoint, fingerprint
 from .objective import LOSSES, ClassificationObjective, make_task_batches, sample_indices
 from .trajectory import TrajectoryWriter, format_merge, scalar_metrics
 
@@ -60,6 +61,7 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         trajectory_path: Optional[str] = None,
         stream_safetensors: bool = True,
         validate_checkpoints: bool = True,
+        checkpoint_dir: Optional[str] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,14 +111,19 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         with self.profile("build objective"):
             objective = self.build_objective(modelpool, model, block_names, tasks)
 
-        labels = [PRETRAINED] + candidates
-        with self.profile("initial point"):
-            theta, weights, labels = self.initial_point(modelpool, theta0, candidates, labels, block_names)
-        state = SolverState(theta=theta, weights=weights, weights_exact=True)
+        labels = [PRETRAINED] + candidates + ([INIT_LABEL] if self.init not in ("pretrained", "task_arithmetic") else [])
+        checkpoint = self.run_checkpoint(modelpool, vertex_names, theta0)
+        state = checkpoint.load(device=next(iter(theta0.values())).device) if checkpoint is not None else None
+        if state is not None:
+            log.info("resuming from %s after iteration %d", checkpoint.directory, state.iteration)
+        else:
+            with self.profile("initial point"):
+                theta, weights = self.initial_point(modelpool, theta0, candidates, labels, block_names)
+            state = SolverState(theta=theta, weights=weights, weights_exact=True)
         vertex_columns = [labels.index(name) for name in vertex_names]
 
         writer = TrajectoryWriter(self.trajectory_file(), self.config_for_record(tasks, vertex_names))
-        progress = tqdm(total=self.max_iters, desc=f"{type(self).__name__}", disable=not self.fabric.is_global_zero)
+        progress = tqdm(total=self.max_iters, initial=state.iteration, desc=f"{type(self).__name__}", disable=not self.fabric.is_global_zero)
 
         def on_iteration(record: Dict[str, Any], current: SolverState) -> None:
             progress.update(1)
@@ -124,6 +131,8 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
             self.fabric.log_dict(scalar_metrics(record), step=record["iteration"])
             if self.fabric.is_global_zero:
                 writer.write(current.trajectory)
+                if checkpoint is not None:
+                    checkpoint.save(current)
 
         solver = self.build_solver(objective, source, block_names, labels, vertex_columns, theta0, on_iteration)
         with self.profile("frank-wolfe"):
@@ -200,7 +209,7 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         weights = torch.zeros(len(block_names), len(labels), dtype=torch.float64)
         if self.init == "pretrained":
             weights[:, 0] = 1.0
-            return {k: v.clone() for k, v in theta0.items()}, weights, labels
+            return {k: v.clone() for k, v in theta0.items()}, weights
         if self.init == "task_arithmetic":
             # theta0 + a * sum_i (theta_i - theta0), streamed; affine weights (1 - n a, a, ..., a)
             alpha = float(self.init_scaling_factor)
@@ -210,9 +219,9 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
                 for name in block_names:
                     theta[name].add_(vertex[name].to(theta[name].device) - theta0[name], alpha=alpha)
             weights[:, 0] = 1.0 - alpha * len(candidates)
-            weights[:, 1:] = alpha
-            return theta, weights, labels
-        # a merged checkpoint on disk: its own weight column, since its mixture is unknown
+            weights[:, 1 : 1 + len(candidates)] = alpha
+            return theta, weights
+        # a merged checkpoint on disk: its own weight column (INIT_LABEL), since its mixture is unknown
         from transformers import CLIPVisionModel
 
         init_model = CLIPVisionModel.from_pretrained(str(Path(str(self.init)).expanduser()))
@@ -221,10 +230,19 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         if missing:
             raise ValueError(f"init checkpoint {self.init!r} does not match the pretrained architecture (parameter {missing[0]!r})")
         theta = {b: params[b].detach().to(device=theta0[b].device, dtype=theta0[b].dtype).clone() for b in block_names}
-        labels = labels + [INIT_LABEL]
-        weights = torch.zeros(len(block_names), len(labels), dtype=torch.float64)
-        weights[:, -1] = 1.0
-        return theta, weights, labels
+        weights[:, labels.index(INIT_LABEL)] = 1.0
+        return theta, weights
+
+    def run_checkpoint(self, modelpool, vertex_names, theta0) -> Optional[RunCheckpoint]:
+        """Per-iteration resume state, if ``checkpoint_dir`` is set (see resume.py)."""
+        if not self.checkpoint_dir:
+            return None
+        config = self.config_for_record([], vertex_names)
+        for key in ("max_iters", "gap_tol", "trajectory_path", "checkpoint_dir", "validate_checkpoints", "stream_safetensors", "_usage_", "_version_"):
+            config.pop(key, None)
+        entries = {name: str(modelpool._models.get(name)) if hasattr(modelpool, "_models") else name for name in vertex_names}
+        shapes = {name: list(t.shape) for name, t in theta0.items()}
+        return RunCheckpoint(Path(str(self.checkpoint_dir)), fingerprint({"config": config, "pool": entries, "shapes": shapes}))
 
     def trajectory_file(self) -> Optional[Path]:
         if not self.fabric.is_global_zero:

@@ -1,0 +1,138 @@
+"""Comparison harness: every method through FusionBench's own CLI on one pool, one table.
+
+Each method runs as ``fusion_bench method=... modelpool=... taskpool=...`` in a subprocess (the
+exact command is recorded), so our numbers and the baselines' come from the same program, taskpool
+and evaluation code. Output: JSON, a markdown table in the style of the paper's Table 2 and a PNG
+bar chart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+FUSION_BENCH = str(Path(sys.executable).with_name("fusion_bench"))
+
+
+@dataclass
+class MethodSpec:
+    label: str
+    overrides: List[str]
+    needs_objective_tasks: bool = False
+
+
+def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: int, adamerging_steps: int, inner_steps: int) -> Dict[str, MethodSpec]:
+    """The methods and the settings they run with (paper settings where they apply)."""
+    tasks = "[" + ",".join(eval_tasks) + "]"
+    adamerging = ["method=adamerging/clip", f"method.max_steps={adamerging_steps}", "method.batch_size=16", "method.num_workers=0", "method.save_merging_weights=false"]
+    return {
+        "pretrained": MethodSpec("Pretrained (zero-shot)", ["method=dummy"]),
+        "simple_average": MethodSpec("Weight averaging", ["method=simple_average"]),
+        "task_arithmetic": MethodSpec("Task arithmetic (0.3)", ["method=task_arithmetic", "method.scaling_factor=0.3"]),
+        "ties_merging": MethodSpec("TIES-merging (0.3)", ["method=ties_merging", "method.scaling_factor=0.3"]),
+        "adamerging_task": MethodSpec("AdaMerging task-wise", adamerging + ["method.name=clip_task_wise_adamerging"]),
+        "adamerging_layer": MethodSpec("AdaMerging layer-wise", adamerging + ["method.name=clip_layer_wise_adamerging"]),
+        "fw_hard": MethodSpec(
+            "FW-hard (ours)",
+            ["method=fw_hard", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}"],
+        ),
+        "fw_soft": MethodSpec(
+            "FW-soft (ours)",
+            ["method=fw_soft", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.inner_steps={inner_steps}", f"method.objective_tasks={tasks}"],
+        ),
+    }
+
+
+@dataclass
+class RunResult:
+    method: str
+    label: str
+    command: str
+    seconds: float
+    accuracy: Dict[str, float] = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+def run_method(name: str, spec: MethodSpec, *, modelpool: str, taskpool: str, out_dir: Path, extra: Sequence[str] = ()) -> RunResult:
+    log_dir = out_dir / "runs" / name
+    command = [FUSION_BENCH, *spec.overrides, f"modelpool={modelpool}", f"taskpool={taskpool}", f"path.log_dir={log_dir}", "print_config=false", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "stdout.txt").write_text(proc.stdout)
+    (log_dir / "stderr.txt").write_text(proc.stderr)
+    shown = shlex.join(["fusion_bench", *command[1:]])
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no stderr)"]
+        return RunResult(name, spec.label, shown, seconds, error=f"exit {proc.returncode}: {tail[0]}")
+    report = json.loads((log_dir / "program_report.json").read_text())
+    accuracy = {task: float(value["accuracy"]) for task, value in report.items() if isinstance(value, dict) and "accuracy" in value and task != "average"}
+    return RunResult(name, spec.label, shown, seconds, accuracy=accuracy)
+
+
+def machine_description() -> Dict[str, str]:
+    import torch
+
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory_gib = float("nan")
+    return {
+        "platform": platform.platform(),
+        "cpu_cores": str(os.cpu_count()),
+        "memory_gib": f"{memory_gib:.1f}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": str(torch.cuda.is_available()),
+    }
+
+
+def markdown_table(results: Sequence[RunResult], tasks: Sequence[str], extra_rows: Sequence[tuple] = ()) -> str:
+    header = "| Method | " + " | ".join(tasks) + " | Avg. | Time (s) |"
+    lines = [header, "|" + "---|" * (len(tasks) + 3)]
+    for label, accuracy in extra_rows:
+        cells = [f"{100 * accuracy[t]:.1f}" if t in accuracy else "-" for t in tasks]
+        avg = sum(accuracy[t] for t in tasks) / len(tasks) if all(t in accuracy for t in tasks) else None
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if avg is None else f'{100 * avg:.1f}'} | - |")
+    for result in results:
+        if result.error:
+            lines.append(f"| {result.label} | " + " | ".join("-" for _ in tasks) + f" | failed: {result.error[:60]} | {result.seconds:.0f} |")
+            continue
+        cells = [f"{100 * result.accuracy.get(t, float('nan')):.1f}" for t in tasks]
+        avg = average(result, tasks)
+        lines.append(f"| {result.label} | " + " | ".join(cells) + f" | **{100 * avg:.1f}** | {result.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def average(result: RunResult, tasks: Sequence[str]) -> float:
+    return sum(result.accuracy[t] for t in tasks) / len(tasks)
+
+
+def bar_chart(results: Sequence[RunResult], tasks: Sequence[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if not r.error]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(ok), 3.6))
+    values = [100 * average(r, tasks) for r in ok]
+    bars = ax.bar(range(len(ok)), values, color=["#c0392b" if r.method.startswith("fw_") else "#7f8c8d" for r in ok])
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(ok)), [r.label.replace(" (", "\n(") for r in ok], fontsize=7)
+    ax.set_ylabel("avg. accuracy on eval tasks (%)")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
