@@ -202,8 +202,29 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
                 log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, len(raw), self.samples_per_task)
             indices = sample_indices(len(raw), self.samples_per_task, seed=self.seed + offset)
             dataset = CLIPDataset(raw, self.clip_processor)
-            data.append(make_task_batches(task, dataset, indices, self.batch_size, with_labels=self.loss == "cross_entropy", to_device=self.fabric.to_device))
-        return ClassificationObjective(model, block_names, data, self.compute_logits, loss=self.loss, backward=self.fabric.backward)
+            data.append(
+                make_task_batches(
+                    task, dataset, indices, self.batch_size, with_labels=self.loss == "cross_entropy",
+                    to_device=self.fabric.to_device, rank=self.fabric.global_rank, world_size=self.fabric.world_size,
+                )
+            )
+        return ClassificationObjective(
+            model, block_names, data, self.compute_logits, loss=self.loss, backward=self.fabric.backward, all_reduce=self.all_reduce_sum()
+        )
+
+    def all_reduce_sum(self):
+        """Sum over Fabric's processes (None in a single process); tensors travel via the Fabric
+        device, as NCCL only reduces GPU tensors, and come back where they were."""
+        if self.fabric.world_size == 1:
+            return None
+
+        def reduce(tensor: torch.Tensor) -> torch.Tensor:
+            return self.fabric.all_reduce(self.fabric.to_device(tensor), reduce_op="sum").to(tensor.device)
+
+        return reduce
+
+    def parallel_kwargs(self) -> Dict[str, Any]:
+        return {"shard": (self.fabric.global_rank, self.fabric.world_size), "all_reduce": self.all_reduce_sum()}
 
     def initial_point(self, modelpool, theta0: ParamDict, candidates, labels, block_names):
         weights = torch.zeros(len(block_names), len(labels), dtype=torch.float64)
@@ -304,7 +325,7 @@ class FWHard(FrankWolfeMergingBase):
         return FrankWolfeHard(
             objective=objective, source=source, block_names=block_names, labels=labels, vertex_columns=vertex_columns,
             granularity=self.granularity, score=self.lmo_score, max_iters=self.max_iters, gap_tol=self.gap_tol,
-            on_iteration=on_iteration, step_rule=rule, merge_fn=merge,
+            on_iteration=on_iteration, step_rule=rule, merge_fn=merge, **self.parallel_kwargs(),
         )
 
 
@@ -347,5 +368,5 @@ class FWSoft(FrankWolfeMergingBase):
             granularity=self.granularity, score=self.lmo_score, max_iters=self.max_iters, gap_tol=self.gap_tol,
             on_iteration=on_iteration, topk=self.topk, per_task_selection=self.per_task_selection,
             coefficients=self.coefficients, inner_steps=self.inner_steps, inner_lr=self.inner_lr,
-            inner_optimizer=self.inner_optimizer, include_current=self.include_current,
+            inner_optimizer=self.inner_optimizer, include_current=self.include_current, **self.parallel_kwargs(),
         )

@@ -14,7 +14,7 @@ per block. Only one checkpoint is resident during the pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import torch
 
@@ -60,18 +60,38 @@ class VertexScores:
         return self.block_scores("inner_product", row)
 
 
-def score_vertices(source: VertexSource, theta: Mapping[str, torch.Tensor], grads: Mapping[str, Mapping[str, torch.Tensor]], names: Sequence[str]) -> VertexScores:
-    """Stream every candidate once and collect the inner products (see module docstring)."""
+def score_vertices(
+    source: VertexSource,
+    theta: Mapping[str, torch.Tensor],
+    grads: Mapping[str, Mapping[str, torch.Tensor]],
+    names: Sequence[str],
+    shard: Tuple[int, int] = (0, 1),
+    all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> VertexScores:
+    """Stream every candidate once and collect the inner products (see module docstring).
+
+    With ``shard=(rank, world_size)`` this process scores only vertices ``rank::world_size``; the
+    zero-filled score tables are then summed across processes by ``all_reduce`` (one call), so
+    every process ends with the full tables while each checkpoint was read by one process only.
+    """
     n = len(source.names)
+    rank, world_size = shard
     grad_dots = {key: torch.zeros(n, len(names), dtype=torch.float64) for key in grads}
     vertex_sq = torch.zeros(n, len(names), dtype=torch.float64)
     vertex_theta = torch.zeros(n, len(names), dtype=torch.float64)
-    for index, vertex in source.stream():
+    for index, vertex in source.stream(range(rank, n, world_size)):
         for key, grad in grads.items():
             grad_dots[key][index] = block_dots(grad, vertex, names)
         vertex_sq[index] = block_dots(vertex, vertex, names)
         vertex_theta[index] = block_dots(theta, vertex, names)
         del vertex
+    if world_size > 1:
+        if all_reduce is None:
+            raise ValueError("a sharded LMO pass needs all_reduce to combine the shards")
+        keys = list(grad_dots)
+        stacked = all_reduce(torch.stack([grad_dots[k] for k in keys] + [vertex_sq, vertex_theta]))
+        grad_dots = {k: stacked[i] for i, k in enumerate(keys)}
+        vertex_sq, vertex_theta = stacked[len(keys)], stacked[len(keys) + 1]
     return VertexScores(
         grad_dots=grad_dots,
         theta_grad_dots={key: block_dots(grad, theta, names) for key, grad in grads.items()},

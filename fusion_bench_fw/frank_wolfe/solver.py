@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import torch
 
@@ -68,6 +68,9 @@ class FrankWolfeBase:
     max_iters: int = 10
     gap_tol: float = 0.0
     on_iteration: Optional[Callable[[Dict[str, Any], SolverState], None]] = None
+    # data parallelism: this process scores vertices rank::world_size of the LMO; all_reduce sums
+    shard: Tuple[int, int] = (0, 1)
+    all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -139,7 +142,7 @@ class FrankWolfeHard(FrankWolfeBase):
     def step(self, state: SolverState) -> Dict[str, Any]:
         theta = state.theta
         evaluated = self.objective.loss_and_grad(theta)
-        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names)
+        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce)
         del evaluated.grad
         selection = select_hard(scores, self.granularity, self.score)
         gap = fw_gap(scores, selection)
@@ -208,7 +211,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         rows: Dict[str, ParamDict] = {"total": evaluated.grad}
         if per_task:
             rows.update({f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()})
-        scores = score_vertices(self.source, theta, rows, self.block_names)
+        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce)
         del rows, evaluated.grad, evaluated.task_grads
         best_hard = select_hard(scores, self.granularity, self.score)
         gap = fw_gap(scores, best_hard)
