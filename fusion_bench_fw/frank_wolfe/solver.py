@@ -265,7 +265,7 @@ class FrankWolfeSoft(FrankWolfeBase):
             if self.inner_optimizer == "adam":
                 moment1.mul_(0.9).add_(grad, alpha=0.1)
                 moment2.mul_(0.999).addcmul_(grad, grad, value=0.001)
-                update = (moment1 / (1 - 0.9**step)) / ((moment2 / (1 - 0.999**step)).sqrt() + 1e-12)
+                update = (moment1 / (1 - 0.9**step)) / ((moment2 / (1 - 0.999**step)).sqrt() + 1e-8)
             else:
                 update = grad
             lam = project_onto_simplex(lam - self.inner_lr * update)
