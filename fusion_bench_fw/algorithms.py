@@ -62,9 +62,12 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         stream_safetensors: bool = True,
         validate_checkpoints: bool = True,
         checkpoint_dir: Optional[str] = None,
+        probe_step: float = 0.05,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0 <= float(probe_step) < 1:
+            raise ValueError(f"probe_step must be in [0, 1) (0 disables the descent probe), got {probe_step}")
         if int(max_iters) < 1:
             raise ValueError(f"max_iters must be >= 1, got {max_iters}")
         if float(gap_tol) < 0:
@@ -223,8 +226,9 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
 
         return reduce
 
-    def parallel_kwargs(self) -> Dict[str, Any]:
-        return {"shard": (self.fabric.global_rank, self.fabric.world_size), "all_reduce": self.all_reduce_sum()}
+    def solver_kwargs(self) -> Dict[str, Any]:
+        """Solver arguments shared by both methods: data parallelism and the descent probe."""
+        return {"shard": (self.fabric.global_rank, self.fabric.world_size), "all_reduce": self.all_reduce_sum(), "probe_step": float(self.probe_step)}
 
     def initial_point(self, modelpool, theta0: ParamDict, candidates, labels, block_names):
         weights = torch.zeros(len(block_names), len(labels), dtype=torch.float64)
@@ -325,7 +329,7 @@ class FWHard(FrankWolfeMergingBase):
         return FrankWolfeHard(
             objective=objective, source=source, block_names=block_names, labels=labels, vertex_columns=vertex_columns,
             granularity=self.granularity, score=self.lmo_score, max_iters=self.max_iters, gap_tol=self.gap_tol,
-            on_iteration=on_iteration, step_rule=rule, merge_fn=merge, **self.parallel_kwargs(),
+            on_iteration=on_iteration, step_rule=rule, merge_fn=merge, **self.solver_kwargs(),
         )
 
 
@@ -368,5 +372,5 @@ class FWSoft(FrankWolfeMergingBase):
             granularity=self.granularity, score=self.lmo_score, max_iters=self.max_iters, gap_tol=self.gap_tol,
             on_iteration=on_iteration, topk=self.topk, per_task_selection=self.per_task_selection,
             coefficients=self.coefficients, inner_steps=self.inner_steps, inner_lr=self.inner_lr,
-            inner_optimizer=self.inner_optimizer, include_current=self.include_current, **self.parallel_kwargs(),
+            inner_optimizer=self.inner_optimizer, include_current=self.include_current, **self.solver_kwargs(),
         )

@@ -114,6 +114,7 @@ def solver_kwargs(problem, source, **overrides):
         block_names=BLOCKS,
         labels=list(source.names),
         vertex_columns=list(range(len(source.names))),
+        probe_step=0.0,  # the paper's plain LMO; the descent probe has its own test
     )
     kwargs.update(overrides)
     return kwargs
@@ -308,3 +309,26 @@ def test_invalid_options_are_rejected_with_the_allowed_values():
         FrankWolfeHard(**solver_kwargs(problem, source, score="dot"), step_rule=LineSearch())
     with pytest.raises(ValueError, match="topk must be >= 1"):
         FrankWolfeSoft(**solver_kwargs(problem, source), topk=0)
+
+
+def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
+    """A vertex far away in a descent direction wins the plain LMO, but every real step toward it
+    overshoots; the probe skips it for the nearby vertex that actually lowers the loss."""
+    dim = 3
+    target = {k: torch.ones(dim, dtype=torch.float64) for k in BLOCKS}
+    problem = LeastSquares({k: torch.eye(dim, dtype=torch.float64) for k in BLOCKS}, target)
+    start = {k: torch.zeros(dim, dtype=torch.float64) for k in BLOCKS}
+    near = {k: 0.5 * torch.ones(dim, dtype=torch.float64) for k in BLOCKS}
+    far = {k: 100.0 * torch.ones(dim, dtype=torch.float64) for k in BLOCKS}
+    source = ListSource(["_pretrained_", "near", "far"], [start, near, far])
+    plain = FrankWolfeHard(**solver_kwargs(problem, source, max_iters=1), step_rule=make_step_rule("constant", step_size=0.5))
+    probed = FrankWolfeHard(**{**solver_kwargs(problem, source, max_iters=1), "probe_step": 0.05}, step_rule=make_step_rule("constant", step_size=0.5))
+    plain_state, probed_state = initial_state([start, near, far]), initial_state([start, near, far])
+    plain.run(plain_state)
+    probed.run(probed_state)
+    assert plain_state.trajectory[0]["selected"] == "far"
+    assert probed_state.trajectory[0]["selected"] == "near"
+    assert probed_state.trajectory[0]["rejected"] == ["far"]
+    assert problem.loss(probed_state.theta) < problem.loss(start) < problem.loss(plain_state.theta)
+    # the reported FW gap is still the plain one, over every vertex
+    assert probed_state.trajectory[0]["fw_gap"] == pytest.approx(plain_state.trajectory[0]["fw_gap"])

@@ -102,9 +102,19 @@ def score_vertices(
     )
 
 
-def select_hard(scores: VertexScores, granularity: str, score: str) -> torch.Tensor:
+def _admissible(block: torch.Tensor, excluded: Iterable[int]) -> torch.Tensor:
+    """Scores with excluded vertices pushed to +inf, so no selection rule can pick them."""
+    excluded = list(excluded)
+    if not excluded:
+        return block
+    block = block.clone()
+    block[excluded] = float("inf")
+    return block
+
+
+def select_hard(scores: VertexScores, granularity: str, score: str, excluded: Iterable[int] = ()) -> torch.Tensor:
     """Winning vertex index per block (shape ``[n_blocks]``): argmin of the LMO score."""
-    block = scores.block_scores(score)
+    block = _admissible(scores.block_scores(score), excluded)
     if granularity == "task":
         winner = int(block.sum(dim=1).argmin())
         return torch.full((block.shape[1],), winner, dtype=torch.long)
@@ -113,16 +123,18 @@ def select_hard(scores: VertexScores, granularity: str, score: str) -> torch.Ten
     raise ValueError(f"unknown LMO granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
 
 
-def select_soft(scores: VertexScores, granularity: str, score: str, k: int, rows: Sequence[str]) -> List[torch.Tensor]:
+def select_soft(scores: VertexScores, granularity: str, score: str, k: int, rows: Sequence[str], excluded: Iterable[int] = ()) -> List[torch.Tensor]:
     """Top-k directions, each a per-block vertex index vector.
 
     With several gradient rows (one per objective task) each row contributes its own top-k and the
     union is kept in order, without duplicates: the paper's task-wise top-k for multi-task objectives.
     """
+    excluded = list(excluded)
+    k = min(k, scores.vertex_sq.shape[0] - len(excluded))
     directions: List[torch.Tensor] = []
     seen = set()
     for row in rows:
-        block = scores.block_scores(score, row)
+        block = _admissible(scores.block_scores(score, row), excluded)
         if granularity == "task":
             order = block.sum(dim=1).argsort()[:k]
             candidates = [torch.full((block.shape[1],), int(i), dtype=torch.long) for i in order]

@@ -71,6 +71,12 @@ class FrankWolfeBase:
     # data parallelism: this process scores vertices rank::world_size of the LMO; all_reduce sums
     shard: Tuple[int, int] = (0, 1)
     all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    # descent probe before a vertex is used: l(theta + probe_step (s - theta)) must not exceed
+    # l(theta), else the vertex is skipped in this iteration and the next best one is taken. Guards
+    # against checkpoints far from everything (e.g. another initialization), whose huge linear term
+    # wins the LMO although any real step towards them hurts. 0 disables it (the paper's plain LMO).
+    probe_step: float = 0.05
+    max_probe_rounds: int = 3
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -131,6 +137,47 @@ class FrankWolfeBase:
     def step(self, state: SolverState) -> Dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def admissible(self, state: SolverState, loss_before: float, select: Callable[[List[int]], List[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[str]]:
+        """Selections whose every vertex passes the descent probe; returns them and the rejected names.
+
+        ``select(excluded)`` runs the selection rule without the given vertices. Each distinct
+        vertex is probed along the blocks it was selected for (one forward pass over the objective
+        data per vertex, no backward). If every candidate fails, the plain selection is kept: the
+        probe only reorders the LMO's choices, it never empties them.
+        """
+        excluded: List[int] = []
+        first = selections = select(excluded)
+        if self.probe_step <= 0:
+            return selections, []
+        passed = set()
+        for _ in range(self.max_probe_rounds):
+            newly_rejected = []
+            for vertex in dict.fromkeys(int(i) for s in selections for i in s.tolist()):
+                if vertex in passed:
+                    continue
+                mask = [any(int(s[b]) == vertex for s in selections) for b in range(len(self.block_names))]
+                (point,) = assemble(self.source, [torch.full((len(self.block_names),), vertex, dtype=torch.long)], self.block_names, state.theta)
+                probe = {
+                    name: state.theta[name] + self.probe_step * (point[name] - state.theta[name]) if mask[b] else state.theta[name]
+                    for b, name in enumerate(self.block_names)
+                }
+                del point
+                if self.objective.loss(probe) > loss_before:
+                    newly_rejected.append(vertex)
+                else:
+                    passed.add(vertex)
+            if not newly_rejected:
+                return selections, [self.source.names[v] for v in excluded]
+            excluded.extend(newly_rejected)
+            if len(excluded) >= len(self.source.names):
+                break
+            selections = select(excluded)
+            if not selections:
+                break
+        if all(int(i) in passed for s in selections for i in s.tolist()) and selections:
+            return selections, [self.source.names[v] for v in excluded]
+        return first, []
+
 
 @dataclass
 class FrankWolfeHard(FrankWolfeBase):
@@ -144,10 +191,11 @@ class FrankWolfeHard(FrankWolfeBase):
         evaluated = self.objective.loss_and_grad(theta)
         scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce)
         del evaluated.grad
-        selection = select_hard(scores, self.granularity, self.score)
-        gap = fw_gap(scores, selection)
+        (selection,), rejected = self.admissible(state, evaluated.loss, lambda excluded: [select_hard(scores, self.granularity, self.score, excluded)])
+        gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))  # over all vertices
         record: Dict[str, Any] = {
             "selected": self.describe_selection(selection),
+            "rejected": rejected,
             "fw_gap": gap,
             "loss_before": evaluated.loss,
             "stopped": False,
@@ -213,12 +261,14 @@ class FrankWolfeSoft(FrankWolfeBase):
             rows.update({f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()})
         scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce)
         del rows, evaluated.grad, evaluated.task_grads
-        best_hard = select_hard(scores, self.granularity, self.score)
-        gap = fw_gap(scores, best_hard)
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
-        directions = select_soft(scores, self.granularity, self.score, self.topk, selection_rows)
+        directions, rejected = self.admissible(
+            state, evaluated.loss, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
+        )
+        gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))
         record: Dict[str, Any] = {
             "selected": [self.describe_selection(d) for d in directions],
+            "rejected": rejected,
             "fw_gap": gap,
             "loss_before": evaluated.loss,
             "stopped": False,

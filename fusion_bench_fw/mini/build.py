@@ -1,0 +1,137 @@
+"""Build one mini pool into a directory: data sets, pretrained CLIP, fine-tuned towers, card, manifest.
+
+Everything is a function of (variant, seed): the data come from numpy generators seeded per task,
+torch is seeded for initialisation and uses explicit generators for sampling, and the thread count
+is fixed while building, so the same seed on the same machine gives byte-identical checkpoints.
+This function writes into whatever directory it is given; `cache.ensure_built` gives it a temporary
+one and publishes it atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .card import measure_card, write_card
+from .manifest import Manifest
+from .tasks import TASKS, format_template
+from .tiny_clip import new_clip, write_processor
+from .training import TaskTensors, ZeroShotHead, finetune_vision, pretrain_clip, vision_tower
+from .variants import BUILDER_VERSION, Variant
+
+_SPLIT_IDS = {"train": 0, "test": 1}
+
+
+@contextmanager
+def _fixed_threads():
+    """A fixed intra-op thread count for the build: results depend on it, speed needs >1."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _task_rng(seed: int, task: str, split: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(task.encode()), _SPLIT_IDS[split]])
+
+
+def _save_split(images: np.ndarray, labels: np.ndarray, classnames, path: Path):
+    """Save as a Hugging Face dataset on disk (`image` as PIL/PNG, `label` as ClassLabel)."""
+    pil = [Image.fromarray(a) for a in images]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=list(classnames))})
+    Dataset.from_dict({"image": pil, "label": labels.tolist()}, features=features).save_to_disk(str(path))
+    return pil
+
+
+def _make_task(variant: Variant, seed: int, name: str, out: Path, processor) -> TaskTensors:
+    spec = TASKS[name]
+    tensors = {}
+    for split, n in (("train", variant.n_train), ("test", variant.n_test)):
+        images, labels = spec.generate(_task_rng(seed, name, split), n, split)
+        pil = _save_split(images, labels, spec.classnames, out / "data" / name / split)
+        tensors[split] = (
+            processor(images=pil, return_tensors="pt")["pixel_values"],
+            torch.from_numpy(labels).long(),
+        )
+    prompts = [[format_template(t)(c) for t in spec.templates] for c in spec.classnames]
+    return TaskTensors(name, list(spec.classnames), prompts, *tensors["train"], *tensors["test"])
+
+
+def _text_head(clip, processor, spec) -> ZeroShotHead:
+    """The zero-shot head exactly as FusionBench builds it (HFCLIPClassifier.set_classification_task)."""
+    from fusion_bench.models.hf_clip import HFCLIPClassifier
+
+    classifier = HFCLIPClassifier(clip, processor)
+    classifier.set_classification_task(list(spec.classnames), [format_template(t) for t in spec.templates])
+    return ZeroShotHead(clip, classifier.zeroshot_weights)
+
+
+def _dir_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
+    """Build the whole pool into `out` (which must be empty or absent) and return its manifest."""
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    steps = variant.pretrain_steps + len(variant.tasks) * variant.finetune_steps
+    with _fixed_threads(), tqdm(total=steps, desc=f"Building mini pool {variant.name} seed {seed}", unit="step") as bar:
+        bar.set_postfix_str("generating data")
+        processor = write_processor(out / "clip")
+        tasks: Dict[str, TaskTensors] = {
+            name: _make_task(variant, seed, name, out, processor) for name in variant.tasks
+        }
+
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        clip = pretrain_clip(new_clip(variant, processor), processor, list(tasks.values()), variant, gen, bar)
+        clip.save_pretrained(str(out / "clip"))
+        # FusionBench caches zero-shot heads by the CLIP model's path; a name derived from the
+        # weights keeps a head computed for other weights from ever being reused.
+        clip_dir = out / f"clip-{_dir_digest(out / 'clip')}"
+        (out / "clip").rename(clip_dir)
+
+        heads = {name: _text_head(clip, processor, TASKS[name]) for name in variant.tasks}
+        finetuned = {}
+        for i, name in enumerate(variant.tasks):
+            task_gen = torch.Generator().manual_seed(seed * 1000 + zlib.crc32(name.encode()) % 1000)
+            model = finetune_vision(clip, heads[name], tasks[name], variant, task_gen, bar)
+            model.save_pretrained(str(out / "models" / name))
+            finetuned[name] = model
+
+        bar.set_postfix_str("measuring the pool card")
+        card = measure_card(variant, seed, vision_tower(clip), finetuned, heads, tasks)
+    write_card(out, card, time.time() - start)
+
+    manifest = Manifest(
+        builder_version=BUILDER_VERSION,
+        variant=variant.name,
+        seed=seed,
+        tasks=list(variant.tasks),
+        eval_tasks=list(variant.eval_tasks),
+        pretrained_dir=clip_dir.name,
+        processor_dir=clip_dir.name,
+        models={t: f"models/{t}" for t in variant.tasks},
+        datasets={t: {s: f"data/{t}/{s}" for s in ("train", "test")} for t in variant.tasks},
+        classnames={t: list(TASKS[t].classnames) for t in variant.tasks},
+        templates={t: list(TASKS[t].templates) for t in variant.tasks},
+    )
+    manifest.save(out)
+    return manifest

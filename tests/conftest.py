@@ -1,0 +1,81 @@
+"""Shared fixtures. Tests run offline on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Dict, Optional  # noqa: E402
+
+import pytest  # noqa: E402
+
+# --- algorithm-test fixtures (FW adapters) ---
+
+
+@dataclass
+class MicroPool:
+    """The micro mini-pool build, and plain FusionBench CLIPVisionModelPools made from it."""
+
+    build_dir: Path
+    cache_dir: Path
+
+    @property
+    def manifest(self):
+        from fusion_bench_fw.mini.manifest import load_manifest
+
+        return load_manifest(self.build_dir)
+
+    @property
+    def eval_tasks(self):
+        return list(self.manifest.eval_tasks)
+
+    @property
+    def chance_level(self) -> float:
+        m = self.manifest
+        return sum(1.0 / len(m.classnames[t]) for t in m.eval_tasks) / len(m.eval_tasks)
+
+    def make_modelpool(self, extra_models: Optional[Dict[str, str]] = None, drop_pretrained: bool = False):
+        from omegaconf import DictConfig
+
+        from fusion_bench.modelpool import CLIPVisionModelPool
+        from fusion_bench_fw.mini.registry import register_tasks
+
+        m = self.manifest
+        register_tasks(m.classnames, m.templates)
+        models = {} if drop_pretrained else {"_pretrained_": m.pretrained_dir}
+        models.update(m.models)
+        models.update(extra_models or {})
+
+        def datasets(split):
+            return {t: {"_target_": "datasets.load_from_disk", "dataset_path": d[split]} for t, d in m.datasets.items()}
+
+        return CLIPVisionModelPool(
+            DictConfig(models),
+            train_datasets=DictConfig(datasets("train")),
+            test_datasets=DictConfig(datasets("test")),
+            processor=m.processor_dir,
+        )
+
+
+@pytest.fixture(scope="session")
+def micro_cache_dir(tmp_path_factory) -> Path:
+    configured = os.environ.get("FUSION_BENCH_FW_CACHE")
+    return Path(configured) if configured else tmp_path_factory.mktemp("fw_cache")
+
+
+@pytest.fixture(scope="session")
+def micro_pool(micro_cache_dir) -> MicroPool:
+    import torch
+
+    from fusion_bench_fw.mini import ensure_built
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    return MicroPool(build_dir=Path(ensure_built("micro", seed=0, cache_dir=micro_cache_dir)), cache_dir=micro_cache_dir)
+
+
+# --- end of algorithm-test fixtures ---
