@@ -68,7 +68,7 @@ def test_cli_runs_and_reports_per_task_accuracy(method, overrides, micro_pool, t
 def test_lmo_selects_the_model_fine_tuned_on_the_objective_task(micro_pool):
     pool = micro_pool.make_modelpool()
     task = micro_pool.eval_tasks[0]
-    algorithm = FWHard(max_iters=1, granularity="task", init="pretrained", objective_tasks=[task], samples_per_task=32, line_search_evals=4)
+    algorithm = FWHard(max_iters=1, granularity="task", init="pretrained", objective_tasks=[task], samples_per_task=100, line_search_evals=4)
     algorithm.run(pool)
     first = algorithm.fw_state.trajectory[0]
     assert first["selected"] == task
@@ -82,7 +82,7 @@ def test_lmo_selects_the_model_fine_tuned_on_the_objective_task(micro_pool):
 def test_soft_per_task_selection_picks_each_objective_tasks_model(micro_pool):
     pool = micro_pool.make_modelpool()
     tasks = micro_pool.eval_tasks[:2]
-    algorithm = FWSoft(max_iters=1, objective_tasks=tasks, samples_per_task=32, inner_steps=3)
+    algorithm = FWSoft(max_iters=1, objective_tasks=tasks, samples_per_task=100, inner_steps=3)
     algorithm.run(pool)
     assert sorted(algorithm.fw_state.trajectory[0]["selected"]) == sorted(tasks)
 
