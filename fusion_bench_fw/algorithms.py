@@ -110,7 +110,7 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         source = PoolCheckpoints(modelpool, vertex_names, block_names, dtype=dtype, prefer_safetensors=self.stream_safetensors)
         if self.validate_checkpoints:
             with self.profile("validate checkpoints"):
-                source.validate({name: t for name, t in theta0.items()})
+                self.validate_sharded(source, theta0)
         with self.profile("build objective"):
             objective = self.build_objective(modelpool, model, block_names, tasks)
 
@@ -214,6 +214,21 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         return ClassificationObjective(
             model, block_names, data, self.compute_logits, loss=self.loss, backward=self.fabric.backward, all_reduce=self.all_reduce_sum()
         )
+
+    def validate_sharded(self, source: PoolCheckpoints, theta0: ParamDict) -> None:
+        """Each process validates its share of the checkpoints; all of them stop if any share is
+        bad (a lone failing process would leave the others waiting in the next collective)."""
+        error: Optional[ValueError] = None
+        try:
+            source.validate(theta0, shard=(self.fabric.global_rank, self.fabric.world_size))
+        except ValueError as caught:
+            error = caught
+        reduce = self.all_reduce_sum()
+        failures = reduce(torch.tensor([0.0 if error is None else 1.0])) if reduce is not None else torch.tensor([0.0 if error is None else 1.0])
+        if error is not None:
+            raise error
+        if failures.item() > 0:
+            raise ValueError("checkpoint validation failed in another process; its error message names the model")
 
     def all_reduce_sum(self):
         """Sum over Fabric's processes (None in a single process); tensors travel via the Fabric

@@ -59,10 +59,12 @@ class PoolCheckpoints:
                 self.alive -= 1
                 del params
 
-    def validate(self, reference: ParamDict) -> None:
+    def validate(self, reference: ParamDict, shard=(0, 1)) -> None:
         """Read every checkpoint once and fail early, naming the model and tensor, on a parameter
-        that is missing, has another shape than in the pretrained model, or holds NaN/Inf."""
-        for index, params in self.stream():
+        that is missing, has another shape than in the pretrained model, or holds NaN/Inf.
+        ``shard=(rank, world_size)`` checks only this process's share."""
+        rank, world_size = shard
+        for index, params in self.stream(range(rank, len(self.names), world_size)):
             name = self.names[index]
             for block, expected in reference.items():
                 tensor = params.get(block)

@@ -1,0 +1,103 @@
+"""``fusion_bench_fw``: benchmark commands around the stock ``fusion_bench`` CLI.
+
+    fusion_bench_fw compare [--pool ta20|micro] [--methods a,b,...] [--out DIR]
+    fusion_bench_fw build [--variant ta20|micro] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional
+
+POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro")}
+DEFAULT_METHODS = "fw_soft,fw_hard,simple_average,task_arithmetic,ties_merging,adamerging_task,adamerging_layer,pretrained"
+
+
+def cmd_build(args) -> int:
+    from .mini import ensure_built
+
+    print(ensure_built(args.variant, seed=args.seed))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import bar_chart, machine_description, markdown_table, method_specs, run_method
+    from .mini import ensure_built
+    from .mini.manifest import load_manifest
+
+    build_dir = ensure_built(args.pool, seed=args.seed)
+    manifest = load_manifest(build_dir)
+    card = json.loads(Path(manifest.card).read_text())
+    eval_tasks = list(manifest.eval_tasks)
+    modelpool, taskpool = POOLS[args.pool]
+    specs = method_specs(eval_tasks, fw_iters=args.fw_iters, samples_per_task=args.samples_per_task, adamerging_steps=args.adamerging_steps, inner_steps=args.inner_steps)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in specs]
+    if unknown:
+        print(f"unknown method(s) {unknown}; choose from {', '.join(specs)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in names:
+        print(f"[compare] running {name} ...", flush=True)
+        result = run_method(name, specs[name], modelpool=modelpool, taskpool=taskpool, out_dir=out, extra=args.override)
+        status = result.error or ", ".join(f"{t}={100 * result.accuracy.get(t, float('nan')):.1f}" for t in eval_tasks)
+        print(f"[compare] {name}: {status} ({result.seconds:.0f} s)", flush=True)
+        results.append(result)
+    individual = {t: card["tasks"][t]["finetuned"] for t in eval_tasks} if "tasks" in card else {}
+    table = markdown_table(results, eval_tasks, extra_rows=[("Individual fine-tuned (pool card)", individual)] if individual else [])
+    title = f"mini-{args.pool} pool: accuracy on its {len(eval_tasks)} eval tasks"
+    command = "fusion_bench_fw " + " ".join(sys.argv[1:])
+    machine = machine_description()
+    (out / "compare.json").write_text(json.dumps({"command": command, "machine": machine, "pool": args.pool, "eval_tasks": eval_tasks, "results": [asdict(r) for r in results]}, indent=1))
+    (out / "compare.md").write_text(f"# {title}\n\nCommand: `{command}`\n\nMachine: {machine}\n\n{table}\n")
+    if any(not r.error for r in results):
+        bar_chart(results, eval_tasks, out / "compare.png", title)
+    print(table)
+    failed = [r.method for r in results if r.error]
+    if args.require:
+        better, worse = args.require.split(">")
+        by_name = {r.method: r for r in results}
+        from .compare import average
+
+        a, b = average(by_name[better], eval_tasks), average(by_name[worse], eval_tasks)
+        print(f"[compare] requirement {better} ({100 * a:.1f}) > {worse} ({100 * b:.1f}): {'OK' if a > b else 'FAILED'}")
+        if not a > b:
+            return 1
+    return 1 if failed and args.strict else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="fusion_bench_fw", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build (or find) a mini pool and print its directory")
+    build.add_argument("--variant", choices=sorted(POOLS), default="ta20")
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(func=cmd_build)
+
+    compare = sub.add_parser("compare", help="run FW-Merging and FusionBench baselines on a mini pool, write a table")
+    compare.add_argument("--pool", choices=sorted(POOLS), default="ta20")
+    compare.add_argument("--seed", type=int, default=0, help="mini pool builder seed")
+    compare.add_argument("--methods", default=DEFAULT_METHODS)
+    compare.add_argument("--out", default="benchmarks/results/compare_ta20")
+    compare.add_argument("--fw-iters", type=int, default=15, help="FW iterations (paper: 15 for FW-soft)")
+    compare.add_argument("--samples-per-task", type=int, default=100)
+    compare.add_argument("--inner-steps", type=int, default=20)
+    compare.add_argument("--adamerging-steps", type=int, default=300)
+    compare.add_argument("--override", action="append", default=[], help="extra fusion_bench override for every run (repeatable)")
+    compare.add_argument("--require", help="e.g. fw_soft>task_arithmetic: exit 1 unless the first method's average beats the second's")
+    compare.add_argument("--strict", action="store_true", help="exit 1 if any method failed to run")
+    compare.set_defaults(func=cmd_compare)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Where built pools live, and how a build is published so that a cache is never half-trusted.
+
+Layout: `<root>/<variant>-v<BUILDER_VERSION>-seed<seed>/`, root = `$FUSION_BENCH_FW_CACHE` or
+`~/.cache/fusion_bench_fw/mini`. A build goes into a `.partial-*` sibling, gets its manifest and a
+`COMPLETE` marker (naming version, variant and seed) last, and is renamed into place. A directory
+without a matching marker and manifest (an interrupted or foreign build) is removed and rebuilt.
+An exclusive file lock per build name stops two processes from building the same pool at once;
+the second waits and then reuses the first one's result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+from .manifest import MANIFEST_FILE, Manifest
+from .variants import BUILDER_VERSION, get_variant
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV_VAR = "FUSION_BENCH_FW_CACHE"
+COMPLETE_MARKER = "COMPLETE"
+
+
+def cache_root(cache_dir=None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "fusion_bench_fw" / "mini"
+
+
+def build_name(variant: str, seed: int) -> str:
+    return f"{variant}-v{BUILDER_VERSION}-seed{seed}"
+
+
+def _marker(variant: str, seed: int) -> dict:
+    return {"builder_version": BUILDER_VERSION, "variant": variant, "seed": seed}
+
+
+def is_complete(path: Path, variant: str, seed: int) -> bool:
+    """True only for a finished build of exactly this builder version, variant and seed."""
+    try:
+        if json.loads((path / COMPLETE_MARKER).read_text()) != _marker(variant, seed):
+            return False
+        m = Manifest.load(path)
+    except (OSError, ValueError, TypeError):
+        return False
+    if (m.builder_version, m.variant, m.seed) != (BUILDER_VERSION, variant, seed):
+        return False
+    return all(Path(p).exists() for p in m.all_paths())
+
+
+@contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive advisory lock (POSIX flock; released by the OS if the holder dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): builds are still atomic, just not serialised
+        yield
+        return
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None) -> Path:
+    """Return the directory of a finished build of (variant, seed), building it first if needed."""
+    spec = get_variant(variant)
+    root = cache_root(cache_dir)
+    name = build_name(variant, seed)
+    final = root / name
+    if is_complete(final, variant, seed):
+        return final
+
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root / f".{name}.lock"):
+        if is_complete(final, variant, seed):  # another process built it while we waited
+            return final
+        # We hold the lock, so any partial build of this name is from a dead process.
+        for leftover in root.glob(f".partial-{name}-*"):
+            log.warning("removing interrupted mini pool build %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        if final.exists():
+            log.warning("mini pool cache %s is incomplete or from another builder; rebuilding", final)
+            shutil.rmtree(final)
+
+        from .build import build_pool  # heavy imports only when a build is needed
+
+        partial = root / f".partial-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            build_pool(spec, seed, partial)
+            (partial / COMPLETE_MARKER).write_text(json.dumps(_marker(variant, seed)))
+            os.replace(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    if not is_complete(final, variant, seed):
+        raise RuntimeError(f"mini pool build at {final} did not complete")
+    return final
+
+
+def load_built_manifest(variant: str = "ta20", seed: int = 0, cache_dir: Optional[str] = None) -> Manifest:
+    """Ensure the pool is built and return its manifest with absolute paths."""
+    return Manifest.load(ensure_built(variant, seed, cache_dir))
