@@ -39,7 +39,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 def scalar_metrics(record: Dict[str, Any]) -> Dict[str, float]:
     """The numeric part of an iteration record, for the Fabric logger (tensorboard)."""
-    metrics = {f"fw/{key}": float(record[key]) for key in ("fw_gap", "loss_before", "loss_after", "step_size", "time_s") if isinstance(record.get(key), (int, float))}
+    metrics = {f"fw/{key}": float(record[key]) for key in ("fw_gap", "loss_before", "loss_after", "step_size", "time_s", "time_gradient_s", "time_lmo_s") if isinstance(record.get(key), (int, float))}
     for label, weight in record.get("weights", {}).items():
         metrics[f"fw_weight/{label}"] = float(weight)
     return metrics

@@ -22,7 +22,7 @@ SOFT = dict(max_iters=2, samples_per_task=16, inner_steps=3)
 
 
 def without_times(trajectory):
-    return [{k: v for k, v in record.items() if k != "time_s"} for record in trajectory]
+    return [{k: v for k, v in record.items() if not k.startswith("time")} for record in trajectory]
 
 
 def params_of(model):

@@ -188,8 +188,12 @@ class FrankWolfeHard(FrankWolfeBase):
 
     def step(self, state: SolverState) -> Dict[str, Any]:
         theta = state.theta
+        clock = time.perf_counter()
         evaluated = self.objective.loss_and_grad(theta)
+        timings = {"time_gradient_s": time.perf_counter() - clock}
+        clock = time.perf_counter()
         scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce)
+        timings["time_lmo_s"] = time.perf_counter() - clock
         del evaluated.grad
         (selection,), rejected = self.admissible(state, evaluated.loss, lambda excluded: [select_hard(scores, self.granularity, self.score, excluded)])
         gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))  # over all vertices
@@ -199,6 +203,7 @@ class FrankWolfeHard(FrankWolfeBase):
             "fw_gap": gap,
             "loss_before": evaluated.loss,
             "stopped": False,
+            **timings,
         }
         if gap <= self.gap_tol:
             record.update(stopped=True, loss_after=evaluated.loss, step_size=0.0)
@@ -255,11 +260,15 @@ class FrankWolfeSoft(FrankWolfeBase):
     def step(self, state: SolverState) -> Dict[str, Any]:
         theta = state.theta
         per_task = self.per_task_selection and len(self.objective.task_names) > 1
+        clock = time.perf_counter()
         evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
+        timings = {"time_gradient_s": time.perf_counter() - clock}
         rows: Dict[str, ParamDict] = {"total": evaluated.grad}
         if per_task:
             rows.update({f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()})
+        clock = time.perf_counter()
         scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce)
+        timings["time_lmo_s"] = time.perf_counter() - clock
         del rows, evaluated.grad, evaluated.task_grads
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
         directions, rejected = self.admissible(
@@ -272,6 +281,7 @@ class FrankWolfeSoft(FrankWolfeBase):
             "fw_gap": gap,
             "loss_before": evaluated.loss,
             "stopped": False,
+            **timings,
         }
         if gap <= self.gap_tol:
             record.update(stopped=True, loss_after=evaluated.loss, coefficients=None)
