@@ -1,0 +1,131 @@
+"""The two scaling curves of the paper's Table 3 on the mini-TA20 pool, through the stock CLI.
+
+(a) irrelevant addition: pool = the 4 eval-task models + m irrelevant ones, evaluated on the 4 eval tasks;
+(b) relevant addition:   pool = the first n models, evaluated on those n tasks.
+
+Like the paper (§4.4), FW-soft optimizes AdaMerging's entropy objective on unlabelled test samples
+here, with the same budget of coefficient-gradient steps as AdaMerging (FW iterations x inner steps
+= AdaMerging steps).
+
+    python benchmarks/scaling.py [--irrelevant 0,4,8,16] [--relevant 4,8,12,20] [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fusion_bench_fw.compare import MethodSpec, machine_description, run_method  # noqa: E402
+
+
+def specs(budget: int, fw_iters: int, samples: int) -> Dict[str, MethodSpec]:
+    inner = max(1, budget // fw_iters)
+    return {
+        "fw_soft": MethodSpec(
+            f"FW-soft (entropy, {fw_iters}x{inner} steps)",
+            ["method=fw_soft", "method.loss=entropy", f"method.max_iters={fw_iters}", f"method.inner_steps={inner}", f"method.samples_per_task={samples}"],
+        ),
+        "adamerging": MethodSpec(
+            f"AdaMerging layer-wise ({budget} steps)",
+            ["method=adamerging/clip", "method.name=clip_layer_wise_adamerging", f"method.max_steps={budget}", "method.batch_size=16", "method.num_workers=0", "method.save_merging_weights=false"],
+        ),
+        "task_arithmetic": MethodSpec("Task arithmetic (0.3)", ["method=task_arithmetic", "method.scaling_factor=0.3"]),
+        "ties_merging": MethodSpec("TIES-merging (0.3)", ["method=ties_merging", "method.scaling_factor=0.3"]),
+    }
+
+
+def curve(kind: str, sizes: List[int], methods: List[str], out: Path, args) -> Dict:
+    budget = args.budget_irrelevant if kind == "irrelevant" else args.budget_relevant
+    table = specs(budget, args.fw_iters, args.samples_per_task)
+    rows = {}
+    for size in sizes:
+        if kind == "irrelevant":
+            pool_args = [f"modelpool.num_irrelevant={size}"]
+            taskpool = "mini-clip_TA20"
+        else:
+            pool_args = [f"modelpool.first_n={size}"]
+            taskpool = "mini-clip_TA20_all"
+            pool_args.append(f"taskpool.first_n={size}")
+        for method in methods:
+            result = run_method(method, table[method], modelpool="mini-clip_TA20", taskpool=taskpool, out_dir=out / f"{kind}_{size}", extra=pool_args)
+            accuracy = None if result.error else sum(result.accuracy.values()) / len(result.accuracy)
+            rows.setdefault(method, {})[size] = accuracy
+            print(f"[{kind} {size}] {method}: {result.error or f'{100 * accuracy:.1f}'} ({result.seconds:.0f} s)", flush=True)
+    return {"sizes": sizes, "labels": {m: table[m].label for m in methods}, "accuracy": rows}
+
+
+def markdown(name: str, data: Dict) -> str:
+    sizes = data["sizes"]
+    lines = [f"| {name} | " + " | ".join(str(s) for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for method, values in data["accuracy"].items():
+        cells = ["failed" if values.get(s) is None else f"{100 * values[s]:.1f}" for s in sizes]
+        lines.append(f"| {data['labels'][method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: Dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, (kind, xlabel) in zip(axes, [("irrelevant", "irrelevant models added to the 4 relevant"), ("relevant", "relevant models n (eval on n tasks)")]):
+        data = results.get(kind)
+        if not data:
+            ax.set_visible(False)
+            continue
+        for method, values in data["accuracy"].items():
+            xs = [s for s in data["sizes"] if values.get(s) is not None]
+            ax.plot(xs, [100 * values[s] for s in xs], marker="o", label=data["labels"][method])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("avg. accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--irrelevant", default="0,2,4,6,8,10,12,14,16")
+    parser.add_argument("--relevant", default="4,6,8,10,12,14,16,18,20")
+    parser.add_argument("--methods", default="fw_soft,adamerging,task_arithmetic,ties_merging")
+    parser.add_argument("--fw-iters", type=int, default=10)
+    parser.add_argument("--budget-irrelevant", type=int, default=300, help="AdaMerging steps = FW iters x inner steps (paper: 300)")
+    parser.add_argument("--budget-relevant", type=int, default=200, help="paper: 200")
+    parser.add_argument("--samples-per-task", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in args.methods.split(",") if m]
+    results = {}
+    if args.irrelevant:
+        results["irrelevant"] = curve("irrelevant", [int(x) for x in args.irrelevant.split(",")], methods, out, args)
+    if args.relevant:
+        results["relevant"] = curve("relevant", [int(x) for x in args.relevant.split(",")], methods, out, args)
+    command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
+    payload = {"command": command, "machine": machine_description(), **results}
+    (out / "scaling.json").write_text(json.dumps(payload, indent=1))
+    text = [f"# Scaling on mini-TA20 (paper Table 3 analog)", "", f"Command: `{command}`  ", f"Machine: {payload['machine']}", ""]
+    if "irrelevant" in results:
+        text += ["(a) 4 relevant + m irrelevant models, accuracy (%) on the 4 eval tasks:", "", markdown("m", results["irrelevant"]), ""]
+    if "relevant" in results:
+        text += ["(b) first n models, accuracy (%) on those n tasks:", "", markdown("n", results["relevant"]), ""]
+    (out / "scaling.md").write_text("\n".join(text))
+    plot(results, out / "scaling.png")
+    print("\n".join(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
