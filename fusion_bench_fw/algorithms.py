@@ -111,12 +111,12 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         if self.validate_checkpoints:
             with self.profile("validate checkpoints"):
                 self.validate_sharded(source, theta0)
-        with self.profile("build objective"):
-            objective = self.build_objective(modelpool, model, block_names, tasks)
-
         labels = [PRETRAINED] + candidates + ([INIT_LABEL] if self.init not in ("pretrained", "task_arithmetic") else [])
+        # a resume state from another configuration is refused here, before any data work
         checkpoint = self.run_checkpoint(modelpool, vertex_names, theta0)
         state = checkpoint.load(device=next(iter(theta0.values())).device) if checkpoint is not None else None
+        with self.profile("build objective"):
+            objective = self.build_objective(modelpool, model, block_names, tasks)
         if state is not None:
             log.info("resuming from %s after iteration %d", checkpoint.directory, state.iteration)
         else:
