@@ -40,9 +40,13 @@ class VertexScores:
     grad_dots: Dict[str, torch.Tensor]  # row key -> <g_b, s_i,b>
     theta_grad_dots: Dict[str, torch.Tensor]  # row key -> <g_b, theta_b>, shape [n_blocks]
     grad_sq: Dict[str, torch.Tensor]  # row key -> ||g_b||^2, shape [n_blocks]
-    vertex_sq: torch.Tensor  # ||s_i,b||^2
-    vertex_theta: torch.Tensor  # <s_i,b, theta_b>
+    vertex_sq: Optional[torch.Tensor]  # ||s_i,b||^2 (only collected for the cosine score)
+    vertex_theta: Optional[torch.Tensor]  # <s_i,b, theta_b> (idem)
     theta_sq: torch.Tensor  # ||theta_b||^2, shape [n_blocks]
+
+    @property
+    def num_vertices(self) -> int:
+        return next(iter(self.grad_dots.values())).shape[0]
 
     def block_scores(self, kind: str, row: str = "total") -> torch.Tensor:
         """Per-vertex, per-block LMO score (lower = better descent direction)."""
@@ -50,6 +54,8 @@ class VertexScores:
         if kind == "inner_product":
             return linear
         if kind == "cosine":
+            if self.vertex_sq is None:
+                raise ValueError("cosine scores need the vertex norms: call score_vertices(..., with_norms=True)")
             dist_sq = (self.vertex_sq - 2 * self.vertex_theta + self.theta_sq.unsqueeze(0)).clamp_min(0)
             denom = (dist_sq * self.grad_sq[row].unsqueeze(0)).sqrt().clamp_min(1e-30)
             return linear / denom
@@ -67,37 +73,40 @@ def score_vertices(
     names: Sequence[str],
     shard: Tuple[int, int] = (0, 1),
     all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    with_norms: bool = True,
 ) -> VertexScores:
     """Stream every candidate once and collect the inner products (see module docstring).
 
     With ``shard=(rank, world_size)`` this process scores only vertices ``rank::world_size``; the
     zero-filled score tables are then summed across processes by ``all_reduce`` (one call), so
     every process ends with the full tables while each checkpoint was read by one process only.
+    ``with_norms=False`` skips the two products only the cosine score needs.
     """
     n = len(source.names)
     rank, world_size = shard
     grad_dots = {key: torch.zeros(n, len(names), dtype=torch.float64) for key in grads}
-    vertex_sq = torch.zeros(n, len(names), dtype=torch.float64)
-    vertex_theta = torch.zeros(n, len(names), dtype=torch.float64)
+    norms = {"vertex_sq": torch.zeros(n, len(names), dtype=torch.float64), "vertex_theta": torch.zeros(n, len(names), dtype=torch.float64)} if with_norms else {}
     for index, vertex in source.stream(range(rank, n, world_size)):
         for key, grad in grads.items():
             grad_dots[key][index] = block_dots(grad, vertex, names)
-        vertex_sq[index] = block_dots(vertex, vertex, names)
-        vertex_theta[index] = block_dots(theta, vertex, names)
+        if with_norms:
+            norms["vertex_sq"][index] = block_dots(vertex, vertex, names)
+            norms["vertex_theta"][index] = block_dots(theta, vertex, names)
         del vertex
     if world_size > 1:
         if all_reduce is None:
             raise ValueError("a sharded LMO pass needs all_reduce to combine the shards")
-        keys = list(grad_dots)
-        stacked = all_reduce(torch.stack([grad_dots[k] for k in keys] + [vertex_sq, vertex_theta]))
-        grad_dots = {k: stacked[i] for i, k in enumerate(keys)}
-        vertex_sq, vertex_theta = stacked[len(keys)], stacked[len(keys) + 1]
+        tables = {**{f"grad:{k}": v for k, v in grad_dots.items()}, **norms}
+        stacked = all_reduce(torch.stack(list(tables.values())))
+        tables = dict(zip(tables, stacked))
+        grad_dots = {k: tables[f"grad:{k}"] for k in grad_dots}
+        norms = {k: tables[k] for k in norms}
     return VertexScores(
         grad_dots=grad_dots,
         theta_grad_dots={key: block_dots(grad, theta, names) for key, grad in grads.items()},
         grad_sq={key: block_dots(grad, grad, names) for key, grad in grads.items()},
-        vertex_sq=vertex_sq,
-        vertex_theta=vertex_theta,
+        vertex_sq=norms.get("vertex_sq"),
+        vertex_theta=norms.get("vertex_theta"),
         theta_sq=block_dots(theta, theta, names),
     )
 
@@ -130,7 +139,7 @@ def select_soft(scores: VertexScores, granularity: str, score: str, k: int, rows
     union is kept in order, without duplicates: the paper's task-wise top-k for multi-task objectives.
     """
     excluded = list(excluded)
-    k = min(k, scores.vertex_sq.shape[0] - len(excluded))
+    k = min(k, scores.num_vertices - len(excluded))
     directions: List[torch.Tensor] = []
     seen = set()
     for row in rows:

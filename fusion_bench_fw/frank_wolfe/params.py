@@ -14,16 +14,20 @@ ParamDict = Dict[str, torch.Tensor]
 
 
 def block_dots(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
-    """Per-block inner products ``<a_b, b_b>`` as a float64 CPU vector of length ``len(names)``."""
+    """Per-block inner products ``<a_b, b_b>`` as a float64 CPU vector of length ``len(names)``.
+
+    The products run in the tensors' own dtype (no float64 copies of whole models: the LMO pass is
+    memory-bound) and only the per-block results are widened.
+    """
     dots = []
     for name in names:
         x = a[name]
         y = b[name]
-        if y.device != x.device:
-            y = y.to(x.device, non_blocking=True)
-        dots.append(torch.dot(x.reshape(-1).to(torch.float64), y.reshape(-1).to(torch.float64)))
+        if y.device != x.device or y.dtype != x.dtype:
+            y = y.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        dots.append(torch.dot(x.reshape(-1), y.reshape(-1)))
     # one device->host transfer per call, not one per block
-    return torch.stack(dots).cpu()
+    return torch.stack(dots).to(device="cpu", dtype=torch.float64)
 
 
 def clone_params(params: Mapping[str, torch.Tensor]) -> ParamDict:

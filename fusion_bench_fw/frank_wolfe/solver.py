@@ -192,7 +192,7 @@ class FrankWolfeHard(FrankWolfeBase):
         evaluated = self.objective.loss_and_grad(theta)
         timings = {"time_gradient_s": time.perf_counter() - clock}
         clock = time.perf_counter()
-        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce)
+        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine")
         timings["time_lmo_s"] = time.perf_counter() - clock
         del evaluated.grad
         (selection,), rejected = self.admissible(state, evaluated.loss, lambda excluded: [select_hard(scores, self.granularity, self.score, excluded)])
@@ -267,7 +267,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         if per_task:
             rows.update({f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()})
         clock = time.perf_counter()
-        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce)
+        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine")
         timings["time_lmo_s"] = time.perf_counter() - clock
         del rows, evaluated.grad, evaluated.task_grads
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
