@@ -99,14 +99,18 @@ class ClassificationObjective:
         return -(probs * logits.log_softmax(dim=-1)).sum()
 
     @torch.no_grad()
-    def loss(self, params: Mapping[str, torch.Tensor]) -> float:
+    def task_losses(self, params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
+        """Each objective task's mean sample loss (summed over data-parallel processes)."""
         sums = torch.zeros(len(self.data), dtype=torch.float64)
         for index, task_data in enumerate(self.data):
             for images, labels in task_data.batches:
                 sums[index] += float(self._batch_loss(params, task_data.task, images, labels))
                 self.forward_passes += 1
         sums = self._reduce(sums)
-        return float(sum(sums[i] / d.num_samples for i, d in enumerate(self.data)) / len(self.data))
+        return {d.task: float(sums[i]) / d.num_samples for i, d in enumerate(self.data)}
+
+    def loss(self, params: Mapping[str, torch.Tensor]) -> float:
+        return sum(self.task_losses(params).values()) / len(self.data)
 
     def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.all_reduce is None else self.all_reduce(tensor)

@@ -58,7 +58,8 @@ def test_cli_runs_and_reports_per_task_accuracy(method, overrides, micro_pool, t
     for record in iterations:
         assert isinstance(record["fw_gap"], float)
         assert record["loss_after"] <= record["loss_before"] + 1e-6 or method == "fw_hard"
-        assert sum(record["weights"].values()) == pytest.approx(1.0, abs=1e-6)
+        # weights are rounded to 6 decimals in the file
+        assert sum(record["weights"].values()) == pytest.approx(1.0, abs=1e-4)
     assert trajectory["summary"]["stop_reason"]
     assert trajectory["config"]["algorithm"] == ("FWSoft" if method == "fw_soft" else "FWHard")
 

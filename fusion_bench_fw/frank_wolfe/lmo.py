@@ -132,16 +132,16 @@ def select_hard(scores: VertexScores, granularity: str, score: str, excluded: It
     raise ValueError(f"unknown LMO granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
 
 
-def select_soft(scores: VertexScores, granularity: str, score: str, k: int, rows: Sequence[str], excluded: Iterable[int] = ()) -> List[torch.Tensor]:
-    """Top-k directions, each a per-block vertex index vector.
+def select_soft(scores: VertexScores, granularity: str, score: str, k: int, rows: Sequence[str], excluded: Iterable[int] = ()) -> List[Tuple[torch.Tensor, List[str]]]:
+    """Top-k directions, each a per-block vertex index vector, with the rows that chose it.
 
     With several gradient rows (one per objective task) each row contributes its own top-k and the
     union is kept in order, without duplicates: the paper's task-wise top-k for multi-task objectives.
     """
     excluded = list(excluded)
     k = min(k, scores.num_vertices - len(excluded))
-    directions: List[torch.Tensor] = []
-    seen = set()
+    directions: List[Tuple[torch.Tensor, List[str]]] = []
+    seen: Dict[tuple, List[str]] = {}
     for row in rows:
         block = _admissible(scores.block_scores(score, row), excluded)
         if granularity == "task":
@@ -154,9 +154,11 @@ def select_soft(scores: VertexScores, granularity: str, score: str, k: int, rows
             raise ValueError(f"unknown LMO granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}")
         for candidate in candidates:
             key = tuple(candidate.tolist())
-            if key not in seen:
-                seen.add(key)
-                directions.append(candidate)
+            if key in seen:
+                seen[key].append(row)
+            else:
+                seen[key] = [row]
+                directions.append((candidate, seen[key]))
     return directions
 
 

@@ -137,46 +137,48 @@ class FrankWolfeBase:
     def step(self, state: SolverState) -> Dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def admissible(self, state: SolverState, loss_before: float, select: Callable[[List[int]], List[torch.Tensor]]) -> Tuple[List[torch.Tensor], List[str]]:
+    def admissible(self, state: SolverState, before: LossAndGrad, select: Callable[[List[int]], List[Tuple[torch.Tensor, List[str]]]]) -> Tuple[List[torch.Tensor], List[str]]:
         """Selections whose every vertex passes the descent probe; returns them and the rejected names.
 
-        ``select(excluded)`` runs the selection rule without the given vertices. Each distinct
-        vertex is probed along the blocks it was selected for (one forward pass over the objective
-        data per vertex, no backward). If every candidate fails, the plain selection is kept: the
-        probe only reorders the LMO's choices, it never empties them.
+        ``select(excluded)`` runs the selection rule without the given vertices and returns
+        (per-block vertex indices, gradient rows that chose them). Each distinct vertex is probed
+        along the blocks it was selected for, with one forward pass over the objective data: the
+        step must not raise the total objective. (Probing only the loss of the task that chose a
+        vertex was tried and let a randomly initialized checkpoint through on a poorly learned
+        task.) If no admissible choice is left, the plain selection is kept: the probe only
+        reorders the LMO's choices.
         """
         excluded: List[int] = []
         first = selections = select(excluded)
         if self.probe_step <= 0:
-            return selections, []
-        passed = set()
+            return [s for s, _ in selections], []
+        verdicts: Dict[int, bool] = {}
         for _ in range(self.max_probe_rounds):
             newly_rejected = []
-            for vertex in dict.fromkeys(int(i) for s in selections for i in s.tolist()):
-                if vertex in passed:
-                    continue
-                mask = [any(int(s[b]) == vertex for s in selections) for b in range(len(self.block_names))]
-                (point,) = assemble(self.source, [torch.full((len(self.block_names),), vertex, dtype=torch.long)], self.block_names, state.theta)
-                probe = {
-                    name: state.theta[name] + self.probe_step * (point[name] - state.theta[name]) if mask[b] else state.theta[name]
-                    for b, name in enumerate(self.block_names)
-                }
-                del point
-                if self.objective.loss(probe) > loss_before:
+            for vertex in dict.fromkeys(int(i) for s, _ in selections for i in s.tolist()):
+                if vertex not in verdicts:
+                    verdicts[vertex] = self._descends(state, before, vertex, selections)
+                if not verdicts[vertex]:
                     newly_rejected.append(vertex)
-                else:
-                    passed.add(vertex)
             if not newly_rejected:
-                return selections, [self.source.names[v] for v in excluded]
+                return [s for s, _ in selections], [self.source.names[v] for v in excluded]
             excluded.extend(newly_rejected)
             if len(excluded) >= len(self.source.names):
                 break
             selections = select(excluded)
             if not selections:
                 break
-        if all(int(i) in passed for s in selections for i in s.tolist()) and selections:
-            return selections, [self.source.names[v] for v in excluded]
-        return first, []
+        return [s for s, _ in first], []
+
+    def _descends(self, state: SolverState, before: LossAndGrad, vertex: int, selections) -> bool:
+        mask = [any(int(s[b]) == vertex for s, _ in selections) for b in range(len(self.block_names))]
+        (point,) = assemble(self.source, [torch.full((len(self.block_names),), vertex, dtype=torch.long)], self.block_names, state.theta)
+        probe = {
+            name: state.theta[name] + self.probe_step * (point[name] - state.theta[name]) if mask[b] else state.theta[name]
+            for b, name in enumerate(self.block_names)
+        }
+        del point
+        return self.objective.loss(probe) <= before.loss
 
 
 @dataclass
@@ -195,7 +197,7 @@ class FrankWolfeHard(FrankWolfeBase):
         scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine")
         timings["time_lmo_s"] = time.perf_counter() - clock
         del evaluated.grad
-        (selection,), rejected = self.admissible(state, evaluated.loss, lambda excluded: [select_hard(scores, self.granularity, self.score, excluded)])
+        (selection,), rejected = self.admissible(state, evaluated, lambda excluded: [(select_hard(scores, self.granularity, self.score, excluded), ["total"])])
         gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))  # over all vertices
         record: Dict[str, Any] = {
             "selected": self.describe_selection(selection),
@@ -272,7 +274,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         del rows, evaluated.grad, evaluated.task_grads
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
         directions, rejected = self.admissible(
-            state, evaluated.loss, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
+            state, evaluated, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
         )
         gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))
         record: Dict[str, Any] = {
