@@ -10,39 +10,49 @@ one and publishes it atomically.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict
 
+import datasets
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
+from transformers import CLIPVisionModel
 
 from .card import measure_card, write_card
 from .manifest import Manifest
 from .tasks import TASKS, format_template
 from .tiny_clip import new_clip, write_processor
-from .training import TaskTensors, ZeroShotHead, finetune_vision, pretrain_clip, vision_tower
+from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals
+from .training import TaskTensors, ZeroShotHead, pretrain_clip, vision_tower
 from .variants import BUILDER_VERSION, Variant
 
 _SPLIT_IDS = {"train": 0, "test": 1}
 
 
 @contextmanager
-def _fixed_threads():
-    """A fixed intra-op thread count for the build: results depend on it, speed needs >1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+def _build_settings():
+    """One intra-op thread (results depend on the thread count, and a shared machine makes more
+    threads slower, see finetune_jobs), denormals flushed to zero (tiny activations can slow CPU
+    training by an order of magnitude), and no per-split progress bars from `datasets`."""
+    threads = torch.get_num_threads()
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _task_rng(seed: int, task: str, split: str) -> np.random.Generator:
@@ -92,7 +102,7 @@ def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     steps = variant.pretrain_steps + len(variant.tasks) * variant.finetune_steps
-    with _fixed_threads(), tqdm(total=steps, desc=f"Building mini pool {variant.name} seed {seed}", unit="step") as bar:
+    with _build_settings(), tqdm(total=steps, desc=f"Building mini pool {variant.name} seed {seed}", unit="step") as bar:
         bar.set_postfix_str("generating data")
         processor = write_processor(out / "clip")
         tasks: Dict[str, TaskTensors] = {
@@ -102,6 +112,7 @@ def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         clip = pretrain_clip(new_clip(variant, processor), processor, list(tasks.values()), variant, gen, bar)
+        scrub_denormals(clip)
         clip.save_pretrained(str(out / "clip"))
         # FusionBench caches zero-shot heads by the CLIP model's path; a name derived from the
         # weights keeps a head computed for other weights from ever being reused.
@@ -109,12 +120,19 @@ def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
         (out / "clip").rename(clip_dir)
 
         heads = {name: _text_head(clip, processor, TASKS[name]) for name in variant.tasks}
-        finetuned = {}
-        for i, name in enumerate(variant.tasks):
-            task_gen = torch.Generator().manual_seed(seed * 1000 + zlib.crc32(name.encode()) % 1000)
-            model = finetune_vision(clip, heads[name], tasks[name], variant, task_gen, bar)
-            model.save_pretrained(str(out / "models" / name))
-            finetuned[name] = model
+        jobs = [
+            FinetuneJob(name, str(clip_dir), heads[name].text_embeds, tasks[name].train_x,
+                        tasks[name].train_y, variant, seed, str(out / "models" / name))
+            for name in variant.tasks
+        ]
+        bar.set_postfix_str(f"fine-tuning {len(jobs)} tasks on {num_workers(len(jobs))} processes")
+
+        def done(task: str) -> None:
+            bar.set_postfix_str(f"fine-tuned {task}")
+            bar.update(variant.finetune_steps)
+
+        run_jobs(jobs, done)
+        finetuned = {name: CLIPVisionModel.from_pretrained(job.out_dir).eval() for name, job in zip(variant.tasks, jobs)}
 
         bar.set_postfix_str("measuring the pool card")
         card = measure_card(variant, seed, vision_tower(clip), finetuned, heads, tasks)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from .manifest import MANIFEST_FILE, Manifest
+from .manifest import Manifest
 from .variants import BUILDER_VERSION, get_variant
 
 log = logging.getLogger(__name__)

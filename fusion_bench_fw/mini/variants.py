@@ -28,6 +28,7 @@ class Variant:
     text_layers: int
     heads: int
     projection_dim: int
+    logit_scale_init: float  # log of the initial CLIP temperature scale
     # contrastive pretraining
     pretrain_steps: int
     pretrain_batch: int
@@ -58,6 +59,7 @@ VARIANTS: Dict[str, Variant] = {
         text_layers=2,
         heads=4,
         projection_dim=64,
+        logit_scale_init=3.4,
         pretrain_steps=500,
         pretrain_batch=256,
         pretrain_fraction=0.3,
@@ -69,23 +71,24 @@ VARIANTS: Dict[str, Variant] = {
     ),
     "micro": Variant(
         name="micro",
-        tasks=("shapes", "digits", "digit_rotation", "colors", "digits_noisy"),
-        eval_tasks=("shapes", "digits"),
-        n_train=300,
-        n_test=150,
+        tasks=("scenes", "textures", "shapes", "colors", "digit_rotation"),
+        eval_tasks=("scenes", "textures"),
+        n_train=800,
+        n_test=200,
         vision_width=64,
         vision_layers=2,
         text_width=64,
-        text_layers=1,
+        text_layers=2,
         heads=2,
         projection_dim=32,
-        pretrain_steps=120,
+        logit_scale_init=3.4,
+        pretrain_steps=100,
         pretrain_batch=128,
         pretrain_fraction=0.3,
         pretrain_lr=2e-3,
-        finetune_steps=80,
+        finetune_steps=200,
         finetune_batch=64,
-        finetune_lr=1e-3,
+        finetune_lr=2e-3,
         max_shift=2,
     ),
 }

@@ -1,0 +1,93 @@
+"""Run the per-task fine-tunes, in parallel worker processes when the machine has the cores.
+
+Why processes, each single-threaded: the fine-tunes are independent, and tiny models gain little
+from intra-op threads while suffering badly when the machine is shared (two OpenMP threads on a
+busy 2-core box ran 40x slower than one). One thread per job also makes every checkpoint a
+function of the seed alone, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+from torch import Tensor
+
+from .variants import Variant
+
+
+@dataclass
+class FinetuneJob:
+    task: str
+    clip_dir: str
+    text_embeds: Tensor
+    train_x: Tensor
+    train_y: Tensor
+    variant: Variant
+    seed: int
+    out_dir: str
+
+
+def job_seed(seed: int, task: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{task}".encode()).digest()[:8], "little") >> 1
+
+
+def scrub_denormals(module: torch.nn.Module) -> None:
+    """Zero subnormal weights, so that code computing with the checkpoints never hits slow paths."""
+    tiny = torch.finfo(torch.float32).tiny
+    with torch.no_grad():
+        for p in module.parameters():
+            p.masked_fill_(p.abs() < tiny, 0.0)
+
+
+def run_job(job: FinetuneJob) -> str:
+    """Fine-tune one task's vision tower and save it; runs in a worker or in-process."""
+    from transformers import CLIPModel
+
+    from .training import TaskTensors, ZeroShotHead, finetune_vision
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    try:
+        clip = CLIPModel.from_pretrained(job.clip_dir)
+        head = ZeroShotHead(clip, job.text_embeds)
+        task = TaskTensors(job.task, [], [], job.train_x, job.train_y, job.train_x[:0], job.train_y[:0])
+        gen = torch.Generator().manual_seed(job_seed(job.seed, job.task))
+        model = finetune_vision(clip, head, task, job.variant, gen)
+        scrub_denormals(model)
+        model.save_pretrained(job.out_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return job.task
+
+
+def num_workers(n_jobs: int) -> int:
+    return max(1, min(n_jobs, os.cpu_count() or 1, 4))
+
+
+def run_jobs(jobs: List[FinetuneJob], on_done: Optional[Callable[[str], None]] = None) -> None:
+    """Run every job, on a spawn-based process pool when more than one core is available."""
+    workers = num_workers(len(jobs))
+    if workers == 1:
+        for job in jobs:
+            run_job(job)
+            if on_done:
+                on_done(job.task)
+        return
+    # spawn, not fork: forking a process whose torch/OpenMP threads are running can deadlock
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job) for job in jobs]
+        for future in as_completed(futures):
+            task = future.result()
+            if on_done:
+                on_done(task)
+    for job in jobs:
+        if not Path(job.out_dir).exists():
+            raise RuntimeError(f"fine-tune of {job.task} produced no checkpoint")
