@@ -79,3 +79,39 @@ def micro_pool(micro_cache_dir) -> MicroPool:
 
 
 # --- end of algorithm-test fixtures ---
+
+
+# --- mini pool fixtures ---
+# Self-contained: the offline mini pool (fusion_bench_fw.mini) built once per session into its own
+# temporary cache; tests/test_mini_*.py use these.
+
+
+@pytest.fixture(scope="session")
+def mini_cache_dir(tmp_path_factory) -> Path:
+    """A session-wide cache root for the mini pool (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("mini_cache")
+
+
+@pytest.fixture(scope="session")
+def mini_micro_dir(mini_cache_dir) -> Path:
+    """The build directory of the micro variant, seed 0."""
+    from fusion_bench_fw.mini import ensure_built
+
+    return ensure_built("micro", seed=0, cache_dir=mini_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def mini_micro_manifest(mini_micro_dir):
+    from fusion_bench_fw.mini import load_manifest
+
+    return load_manifest(mini_micro_dir)
+
+
+@pytest.fixture(scope="session")
+def mini_micro_card(mini_micro_dir) -> dict:
+    import json
+
+    return json.loads((mini_micro_dir / "card.json").read_text())
+
+
+# --- end of mini pool fixtures ---

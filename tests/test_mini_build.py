@@ -1,0 +1,134 @@
+"""The mini pool builder: determinism, artifacts that load offline, task generators, tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusion_bench_fw.mini import BUILDER_VERSION, ensure_built, load_manifest
+from fusion_bench_fw.mini.cache import COMPLETE_MARKER, build_name
+from fusion_bench_fw.mini.tasks import EVAL_TASKS, TASK_ORDER, TASKS
+from fusion_bench_fw.mini.variants import get_variant
+
+pytestmark = pytest.mark.slow
+
+
+def artifact_hashes(build_dir: Path) -> dict:
+    """sha256 of every checkpoint and data file, keyed by path relative to the build dir.
+
+    (datasets' state.json holds a random fingerprint, so only the .arrow data files are compared.)
+    """
+    files = list(build_dir.glob("**/*.safetensors")) + list(build_dir.glob("data/**/*.arrow"))
+    assert files
+    return {str(f.relative_to(build_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def test_same_seed_gives_identical_checkpoints_and_data(mini_micro_dir, tmp_path):
+    rebuilt = ensure_built("micro", seed=0, cache_dir=tmp_path)
+    assert rebuilt != mini_micro_dir
+    first, second = artifact_hashes(mini_micro_dir), artifact_hashes(rebuilt)
+    n_tasks = len(get_variant("micro").tasks)
+    assert len([k for k in first if k.startswith("models/")]) == n_tasks
+    assert first == second
+
+
+def test_different_seed_is_rebuilt_not_reused(mini_micro_dir, tmp_path):
+    # A directory named for seed 1 that actually holds the seed-0 build must not be trusted.
+    impostor = tmp_path / build_name("micro", 1)
+    shutil.copytree(mini_micro_dir, impostor)
+    built = ensure_built("micro", seed=1, cache_dir=tmp_path)
+    assert built == impostor
+    assert load_manifest(built).seed == 1
+    assert json.loads((built / COMPLETE_MARKER).read_text())["seed"] == 1
+    seed0, seed1 = artifact_hashes(mini_micro_dir), artifact_hashes(built)
+    models0 = {k: v for k, v in seed0.items() if k.startswith("models/")}
+    models1 = {k: v for k, v in seed1.items() if k.startswith("models/")}
+    assert models0.keys() == models1.keys()
+    assert all(models0[k] != models1[k] for k in models0)  # every checkpoint changed
+    data0 = {k: v for k, v in seed0.items() if k.startswith("data/")}
+    assert all(data0[k] != seed1[k] for k in data0)  # and every data split
+
+
+def test_manifest_describes_loadable_artifacts(mini_micro_dir, mini_micro_manifest):
+    from datasets import load_from_disk
+    from transformers import CLIPModel, CLIPProcessor, CLIPVisionModel
+
+    m, v = mini_micro_manifest, get_variant("micro")
+    assert (m.builder_version, m.variant, m.seed) == (BUILDER_VERSION, "micro", 0)
+    assert m.tasks == list(v.tasks) and m.eval_tasks == list(v.eval_tasks)
+    assert set(m.eval_tasks) <= set(EVAL_TASKS) and len(m.eval_tasks) >= 2
+    assert f"-v{BUILDER_VERSION}-seed0" in m.pretrained_dir  # unique per version + seed
+
+    processor = CLIPProcessor.from_pretrained(m.processor_dir)
+    clip = CLIPModel.from_pretrained(m.pretrained_dir)
+    tower = CLIPVisionModel.from_pretrained(m.pretrained_dir)  # vision tower of the full CLIP dir
+    for k, w in tower.state_dict().items():
+        assert torch.equal(w, clip.state_dict()[k])
+
+    for task in m.tasks:
+        assert [t.format(c="x") for t in m.templates[task]] == [t.format(c="x") for t in TASKS[task].templates]
+        for split, n in (("train", v.n_train), ("test", v.n_test)):
+            ds = load_from_disk(m.datasets[task][split])
+            assert len(ds) == n and set(ds.column_names) == {"image", "label"}
+            assert ds.features["label"].names == m.classnames[task]
+            assert ds[0]["image"].size == (32, 32)
+            labels = np.array(ds["label"])
+            assert labels.min() >= 0 and labels.max() < len(m.classnames[task])
+        finetuned = CLIPVisionModel.from_pretrained(m.models[task])
+        moved = sum((a - tower.state_dict()[k]).abs().sum().item() for k, a in finetuned.state_dict().items())
+        assert moved > 0  # the fine-tune changed the tower
+
+    # pretraining trained the text tower: its class prompts are further apart than an untrained one's
+    def mean_cosine(model):
+        inputs = processor(text=[f"a photo of a {c}." for c in m.classnames["textures"]], return_tensors="pt", padding=True)
+        emb = torch.nn.functional.normalize(model.get_text_features(**inputs), dim=-1)
+        return (emb @ emb.t()).masked_select(~torch.eye(len(emb), dtype=torch.bool)).mean().item()
+
+    torch.manual_seed(0)
+    untrained = CLIPModel(clip.config)
+    with torch.no_grad():
+        assert mean_cosine(clip) < mean_cosine(untrained) - 0.05
+
+
+def test_task_generators_are_seeded_and_cover_every_class():
+    assert len(TASKS) == 20 and TASK_ORDER[:4] == EVAL_TASKS
+    digit_tasks = [t for t in TASKS if t.startswith("digit")]
+    assert len(digit_tasks) >= 8
+    for name, spec in TASKS.items():
+        x1, y1 = spec.generate(np.random.default_rng(7), 120, "test")
+        x2, y2 = spec.generate(np.random.default_rng(7), 120, "test")
+        assert x1.shape == (120, 32, 32, 3) and x1.dtype == np.uint8
+        assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+        assert set(np.unique(y1)) == set(range(len(spec.classnames))), name  # every class occurs
+        assert x1.std() > 10, name  # not blank
+
+
+def test_digit_tasks_relabel_sklearn_digits():
+    from fusion_bench_fw.mini import tasks as T
+
+    rng = np.random.default_rng(0)
+    _, y = T.gen_digit_parity(np.random.default_rng(0), 200, "train")
+    _, digits = T._sample_digits(rng, 200, "train")  # same first draw as the generator's
+    assert np.array_equal(y, digits % 2)
+    x_inv, _ = T.gen_digits_inverted(np.random.default_rng(1), 50, "test")
+    x_plain, _ = T.gen_digits(np.random.default_rng(1), 50, "test")
+    assert x_inv.mean() > x_plain.mean() + 80  # dark ink on a light ground
+
+
+def test_tokenizer_gives_prompt_words_single_tokens(mini_micro_manifest):
+    from transformers import CLIPProcessor
+
+    tok = CLIPProcessor.from_pretrained(mini_micro_manifest.processor_dir).tokenizer
+    ids = tok("a photo of the digit seven.")["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == [
+        "<|startoftext|>", "a</w>", "photo</w>", "of</w>", "the</w>", "digit</w>", "seven</w>", ".</w>", "<|endoftext|>",
+    ]
+    # a word outside the prompt corpus still tokenizes, into smaller pieces
+    pieces = tok.tokenize("zebra")
+    assert len(pieces) > 1 and "".join(pieces).replace("</w>", "") == "zebra"
