@@ -403,12 +403,30 @@ def lmo_benchmark(spec: Dict[str, Any]) -> Dict[str, Any]:
     bytes_per_ckpt = cost_pool.checkpoint_files(work_dir, 1)[0].stat().st_size
 
     def read_bytes(files):
-        buffer = bytearray(64 << 20)
+        """Plain sequential read (1 MiB readinto, POSIX_FADV_SEQUENTIAL: the fastest plain read measured here)."""
+        buffer = bytearray(1 << 20)
         view = memoryview(buffer)
         for file in files:
-            with open(file, "rb", buffering=0) as handle:
+            fd = os.open(str(file), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            with os.fdopen(fd, "rb", buffering=0) as handle:
                 while handle.readinto(view):
                     pass
+
+    def read_mmap(files):
+        """Map each file and touch one byte per page (how the safetensors reads reach the disk)."""
+        import mmap
+
+        import numpy as np
+
+        page = mmap.PAGESIZE
+        for file in files:
+            with open(file, "rb") as handle:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                array = np.frombuffer(mapped, dtype=np.uint8)
+                int(array[::page].sum())
+                del array
+                mapped.close()
 
     measurements: List[Dict[str, Any]] = []
 
@@ -435,11 +453,13 @@ def lmo_benchmark(spec: Dict[str, Any]) -> Dict[str, Any]:
             files = cost_pool.checkpoint_files(work_dir, n)
             for cache in ("cold", "warm"):
                 measure(n, cache, "read_bytes", lambda: read_bytes(files), files, repeat)
+                measure(n, cache, "read_mmap", lambda: read_mmap(files), files, repeat)
         for n in lmo_sizes:
             files = cost_pool.checkpoint_files(work_dir, n)
             source = PoolCheckpoints(modelpool, cost_pool.task_names(n), names)
             for cache in ("cold", "warm"):
                 measure(n, cache, "read_bytes", lambda: read_bytes(files), files, repeat)
+                measure(n, cache, "read_mmap", lambda: read_mmap(files), files, repeat)
                 measure(n, cache, "lmo_1row", lambda: score_vertices(source, theta, grad_rows, names, **lmo_kwargs), files, repeat)
                 if repeat < repeats_5rows:
                     measure(n, cache, "lmo_5rows", lambda: score_vertices(source, theta, soft_rows, names, **lmo_kwargs), files, repeat)
@@ -682,6 +702,9 @@ def parent_main(args) -> None:
     if args.append_repeats:
         append_repeats(args, results_path, md_path, png_path)
         return
+    if args.redo_lmo:
+        redo_lmo(args, results_path, md_path, png_path)
+        return
 
     work_dir = Path(args.work_dir)
     sizes = [2, 4] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -828,6 +851,37 @@ def append_repeats(args, results_path: Path, md_path: Path, png_path: Path) -> N
     print(f"appended; wrote {results_path}, {md_path}, {png_path}")
 
 
+def redo_lmo(args, results_path: Path, md_path: Path, png_path: Path) -> None:
+    """Re-measure only the LMO-vs-read part of an existing result file (same frozen code), e.g. with a new read baseline."""
+    payload = json.loads(results_path.read_text())
+    settings = payload["settings"]
+    snapshot = payload.get("package_snapshot") or {}
+    if snapshot.get("path") and not Path(snapshot["path"]).exists():
+        sys.exit(f"the frozen package copy {snapshot['path']} is gone: rerun the whole benchmark")
+    SNAPSHOT.update({k: v for k, v in snapshot.items() if k in ("path", "threads")})
+    SNAPSHOT.setdefault("threads", settings.get("threads", 1))
+    lmo_sizes = [int(x) for x in args.lmo_sizes.split(",")]
+    read_sizes = [int(x) for x in args.read_sizes.split(",") if x]
+    spec = {
+        "work_dir": settings["work_dir"], "run_dir": str(Path(args.scratch_dir) / "lmo"), "samples_per_task": settings["samples_per_task"],
+        "threads": SNAPSHOT["threads"], "kind": "lmo", "lmo_sizes": lmo_sizes, "read_sizes": read_sizes,
+        "lmo_repeats": args.lmo_repeats, "lmo5_repeats": args.lmo5_repeats,
+    }
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    result = run_child(spec, args, Path(args.log_dir) / "lmo.log")
+    print(f"lmo: {result.get('status')} {result.get('error', '')}", flush=True)
+    if result.get("status") != "ok":
+        sys.exit("LMO measurement failed; result file left unchanged")
+    if payload.get("lmo"):
+        payload.setdefault("superseded_lmo", []).append({k: v for k, v in payload["lmo"].items() if k != "rss_timeline"})
+    payload["lmo"] = result
+    settings.update(lmo_sizes=lmo_sizes, read_sizes=read_sizes, lmo_repeats=args.lmo_repeats, lmo5_repeats=args.lmo5_repeats)
+    payload.setdefault("appended_commands", []).append(" ".join(shlex.quote(a) for a in ["HF_HUB_OFFLINE=1", ".venv/bin/python", *sys.argv]) + "  (LMO-vs-read re-measured)")
+    _save(results_path, payload)
+    write_report(payload, md_path, png_path)
+    print(f"re-measured the LMO part; wrote {results_path}, {md_path}, {png_path}")
+
+
 def output_paths(args):
     out = Path(args.out_dir)
     stem = "cost_at_scale_quick" if args.quick else "cost_at_scale"
@@ -927,13 +981,15 @@ def summarize(payload: Dict[str, Any]) -> Dict[str, Any]:
         for n in sorted({m["n"] for m in lmo["lmo_measurements"]}):
             for cache in ("cold", "warm"):
                 row: Dict[str, Any] = {"n": n, "cache": cache}
-                for op in ("read_bytes", "lmo_1row", "lmo_5rows"):
+                for op in ("read_bytes", "read_mmap", "lmo_1row", "lmo_5rows"):
                     row[f"{op}_all"] = groups.get((n, cache, op), [])
                     row[f"{op}_s"] = _median(row[f"{op}_all"])
                 if row["read_bytes_s"] is None:
                     continue
+                # the read baseline: the faster of the plain-read medians (the stricter comparison for the LMO)
+                row["read_s"] = min(v for v in (row["read_bytes_s"], row["read_mmap_s"]) if v is not None)
                 for op in ("lmo_1row", "lmo_5rows"):
-                    row[f"{op}_over_read"] = row[f"{op}_s"] / row["read_bytes_s"] if row[f"{op}_s"] else None
+                    row[f"{op}_over_read"] = row[f"{op}_s"] / row["read_s"] if row[f"{op}_s"] else None
                 lmo_rows.append(row)
         for lmo_n, cache in [(nn, cc) for nn in sorted({r["n"] for r in lmo_rows if r.get("lmo_1row_s")}) for cc in ("cold", "warm")]:
             for op, label in (("lmo_1row", "1 gradient row = fw_hard"), ("lmo_5rows", "5 gradient rows = fw_soft with 4 tasks")):
@@ -942,8 +998,8 @@ def summarize(payload: Dict[str, Any]) -> Dict[str, Any]:
                 if row is None or row.get(f"{op}_s") is None:
                     continue
                 targets.append({
-                    "target": f"LMO pass over n={lmo_n} checkpoints ({label}, {cache} page cache) <= 2 x raw read of the same files",
-                    "measured": f"{_fmt(row.get(f'{op}_s'), 2)} s / {_fmt(row.get('read_bytes_s'), 2)} s = {_fmt(ratio, 1)}",
+                    "target": f"LMO pass over n={lmo_n} checkpoints ({label}, {cache} page cache) <= 2 x raw read of the same files (faster of read/mmap)",
+                    "measured": f"{_fmt(row.get(f'{op}_s'), 2)} s / {_fmt(row.get('read_s'), 2)} s = {_fmt(ratio, 2)}",
                     "ratio": ratio, "limit": 2.0,
                     "verdict": None if ratio is None else ("PASS" if ratio <= 2.0 else "MISS"),
                 })
@@ -982,7 +1038,7 @@ def write_report(payload: Dict[str, Any], md_path: Path, png_path: Path) -> None
     add("")
     add(f"Command: `{payload['command']}`")
     for extra in payload.get("appended_commands", []):
-        add(f"then (more timing repeats, same frozen code and settings): `{extra}`")
+        add(f"then (same frozen code and settings): `{extra}`")
     add("")
     add(f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores, {m.get('mem_total_gib')} GiB RAM, no GPU; "
         f"Python {m.get('python')}, torch {m.get('torch')}, fusion-bench {m.get('fusion_bench')}, transformers {m.get('transformers')}, "
@@ -1111,19 +1167,21 @@ def write_report(payload: Dict[str, Any], md_path: Path, png_path: Path) -> None
     if summary["lmo_rows"]:
         add(f"Dedicated measurement (child process `lmo`): `score_vertices` over `PoolCheckpoints` of the first n fine-tuned checkpoints with a "
             f"gradient-like dict (random tensors; 1 row = fw_hard's LMO, 5 rows = fw_soft's with 4 objective tasks: total + one per task), "
-            f"versus `read_bytes` = a plain `readinto` loop over the same files ({(lmo.get('bytes_per_checkpoint') or 0) / 1e6:.0f} MB each). "
+            f"versus just reading the same files ({(lmo.get('bytes_per_checkpoint') or 0) / 1e6:.0f} MB each) two ways: `readinto` with 1 MiB "
+            f"buffers and POSIX_FADV_SEQUENTIAL, and mmap + touching one byte per page; the ratio uses the faster of the two medians. "
+            f"Measurements are interleaved (read, mmap, LMO 1 row, LMO 5 rows) within each repeat: cold reads from this VM's virtual disk "
+            f"vary up to ~3x between repeats. "
             f"Cold: {lmo.get('eviction')}; warm: files read once just before. 'resident' = fraction of the files' pages in the page cache just "
             f"before the timed operation. Global `echo 3 > /proc/sys/vm/drop_caches`: {lmo.get('drop_caches')}. "
             f"Repeats: {payload['settings'].get('lmo_repeats')} (5-row pass: {payload['settings'].get('lmo5_repeats')}). Seconds.")
         add("")
-        add("| n | cache | read_bytes | LMO 1 row | LMO 5 rows | LMO1 / read | LMO5 / read | resident before (max) |")
-        add("|---|---|---|---|---|---|---|---|")
+        add("| n | cache | read (readinto) | read (mmap+touch) | LMO 1 row | LMO 5 rows | LMO1 / read | LMO5 / read | resident before (max) |")
+        add("|---|---|---|---|---|---|---|---|---|")
         for row in summary["lmo_rows"]:
             resident = [mm.get("resident_before") for mm in lmo["lmo_measurements"] if mm["n"] == row["n"] and mm["cache"] == row["cache"] and mm.get("resident_before") is not None]
-            add(f"| {row['n']} | {row['cache']} | {_cell(row['read_bytes_all'], 2)} | {_cell(row['lmo_1row_all'], 1)} | {_cell(row['lmo_5rows_all'], 1)} | "
-                f"{_fmt(row.get('lmo_1row_over_read'), 1)} | {_fmt(row.get('lmo_5rows_over_read'), 1)} | {max(resident):.3f} |" if resident else
-                f"| {row['n']} | {row['cache']} | {_cell(row['read_bytes_all'], 2)} | {_cell(row['lmo_1row_all'], 1)} | {_cell(row['lmo_5rows_all'], 1)} | "
-                f"{_fmt(row.get('lmo_1row_over_read'), 1)} | {_fmt(row.get('lmo_5rows_over_read'), 1)} | ? |")
+            add(f"| {row['n']} | {row['cache']} | {_cell(row['read_bytes_all'], 2)} | {_cell(row.get('read_mmap_all') or [], 2)} | {_cell(row['lmo_1row_all'], 2)} | "
+                f"{_cell(row['lmo_5rows_all'], 2)} | {_fmt(row.get('lmo_1row_over_read'), 2)} | {_fmt(row.get('lmo_5rows_over_read'), 2)} | "
+                + (f"{max(resident):.3f} |" if resident else "? |"))
         add("")
         per_vertex = lmo.get("per_vertex_compute_s") or {}
         if per_vertex:
@@ -1138,15 +1196,15 @@ def write_report(payload: Dict[str, Any], md_path: Path, png_path: Path) -> None
         add("(not measured)")
         add("")
     if summary.get("lmo_in_run"):
-        reads = {r["cache"]: r["read_bytes_s"] / r["n"] for r in summary["lmo_rows"] if r.get("read_bytes_s")}
+        reads = {r["cache"]: r["read_s"] / r["n"] for r in summary["lmo_rows"] if r.get("read_s")}
         read_text = ", ".join(f"{cache} {v:.2f} s" for cache, v in reads.items())
         add(f"LMO pass inside the real runs (`score_vertices` timer, real gradients, n fine-tuned + the pretrained vertex); "
             f"raw read per checkpoint for comparison (median over the sizes measured): {read_text or '–'}.")
         add("")
         add("| method | n | vertices | LMO pass (s) | per vertex (s) | per vertex / cold read | per vertex / warm read |")
         add("|---|---|---|---|---|---|---|")
-        cold = _median([r["read_bytes_s"] / r["n"] for r in summary["lmo_rows"] if r["cache"] == "cold" and r.get("read_bytes_s")])
-        warm = _median([r["read_bytes_s"] / r["n"] for r in summary["lmo_rows"] if r["cache"] == "warm" and r.get("read_bytes_s")])
+        cold = _median([r["read_s"] / r["n"] for r in summary["lmo_rows"] if r["cache"] == "cold" and r.get("read_s")])
+        warm = _median([r["read_s"] / r["n"] for r in summary["lmo_rows"] if r["cache"] == "warm" and r.get("read_s")])
         for r in summary["lmo_in_run"]:
             add(f"| {METHOD_LABELS[r['method']]} | {r['n']} | {r['vertices']} | {r['lmo_pass_s']:.1f} | {r['per_vertex_s']:.2f} | "
                 f"{_fmt(r['per_vertex_s'] / cold if cold else None, 1)} | {_fmt(r['per_vertex_s'] / warm if warm else None, 1)} |")
@@ -1251,6 +1309,7 @@ def main(argv=None) -> None:
     parser.add_argument("--log-dir", default="/tmp/fw_cost_logs")
     parser.add_argument("--scratch-dir", default="/tmp/fw_cost_runs")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--redo-lmo", action="store_true", help="re-measure only the LMO-vs-read part of the existing result file")
     parser.add_argument("--append-repeats", type=int, default=0, help="add N timing repeats (of --repeat-methods at --repeat-sizes) to the existing result file")
     parser.add_argument("--no-snapshot", action="store_true", help="children import the live tree instead of a frozen copy")
     parser.add_argument("--child-spec", help=argparse.SUPPRESS)
