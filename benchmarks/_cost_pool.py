@@ -20,7 +20,6 @@ architecture; every task is 10 random classes of random images.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
