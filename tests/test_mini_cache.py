@@ -110,10 +110,13 @@ def test_interrupted_build_is_detected_and_rebuilt(tmp_path):
             proc.kill()
     final = tmp_path / build_name("micro", 0)
     assert partial.exists() and not final.exists()  # nothing half-built was published
+    # a leftover of another build name whose builder is gone (its lock is free)
+    foreign = tmp_path / f".partial-{build_name('ta20', 9)}-12345-deadbeef"
+    (foreign / "data").mkdir(parents=True)
 
     built = ensure_built("micro", seed=0, cache_dir=tmp_path)
     assert built == final and is_complete(built, "micro", 0)
-    assert not list(tmp_path.glob(".partial-*"))  # the leftover was cleaned up
+    assert not list(tmp_path.glob(".partial-*"))  # both leftovers were cleaned up
 
 
 def _waiting_for_flock(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """Build one mini pool into a directory: data sets, pretrained CLIP, fine-tuned towers, card, manifest.
 
 Everything is a function of (variant, seed): the data come from numpy generators seeded per task,
-torch is seeded for initialisation and uses explicit generators for sampling, and the thread count
-is fixed while building, so the same seed on the same machine gives byte-identical checkpoints.
+torch is seeded for initialisation and uses explicit generators for sampling, and every training
+computation runs on one thread (fine-tunes in parallel processes), so the same seed gives
+byte-identical data and checkpoints on the same kind of machine, whatever its core count.
 This function writes into whatever directory it is given; `cache.ensure_built` gives it a temporary
 one and publishes it atomically.
 """
@@ -27,9 +28,9 @@ from transformers import CLIPVisionModel
 
 from .card import measure_card, write_card
 from .manifest import Manifest
+from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals
 from .tasks import TASKS, format_template
 from .tiny_clip import new_clip, write_processor
-from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals
 from .training import TaskTensors, ZeroShotHead, pretrain_clip, vision_tower
 from .variants import BUILDER_VERSION, Variant
 
@@ -40,7 +41,8 @@ _SPLIT_IDS = {"train": 0, "test": 1}
 def _build_settings():
     """One intra-op thread (results depend on the thread count, and a shared machine makes more
     threads slower, see finetune_jobs), denormals flushed to zero (tiny activations can slow CPU
-    training by an order of magnitude), and no per-split progress bars from `datasets`."""
+    training by an order of magnitude), and no per-split progress bars from `datasets`.
+    torch has no getter for the denormal flag; it is left off afterwards, its default."""
     threads = torch.get_num_threads()
     bars = datasets.utils.logging.is_progress_bar_enabled()
     torch.set_num_threads(1)

@@ -58,20 +58,48 @@ def is_complete(path: Path, variant: str, seed: int) -> bool:
     return all(Path(p).exists() for p in m.all_paths())
 
 
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): builds are still atomic, just not serialised
+    fcntl = None
+
+
 @contextmanager
-def _exclusive(lock_path: Path):
-    """Hold an exclusive advisory lock (POSIX flock; released by the OS if the holder dies)."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): builds are still atomic, just not serialised
-        yield
+def _exclusive(lock_path: Path, blocking: bool = True):
+    """Hold an exclusive advisory lock (POSIX flock, released by the OS if the holder dies).
+
+    Yields whether the lock is held (always True when blocking)."""
+    if fcntl is None:
+        yield blocking
         return
     with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        try:
+            yield held
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_dead_partials(root: Path, own_name: str) -> None:
+    """Delete `.partial-*` directories left by killed builds. Call with own_name's lock held.
+
+    A partial of our own build name is dead because we hold its lock; one of another name is dead
+    if its lock can be taken at once (its builder would hold it)."""
+    for partial in root.glob(".partial-*"):
+        name = partial.name[len(".partial-"):].rsplit("-", 2)[0]  # strip "-<pid>-<random>"
+        if name == own_name:
+            log.warning("removing interrupted mini pool build %s", partial)
+            shutil.rmtree(partial, ignore_errors=True)
+            continue
+        with _exclusive(root / f".{name}.lock", blocking=False) as free:
+            if free:
+                log.warning("removing interrupted mini pool build %s", partial)
+                shutil.rmtree(partial, ignore_errors=True)
 
 
 def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None) -> Path:
@@ -87,10 +115,7 @@ def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None) -> Path:
     with _exclusive(root / f".{name}.lock"):
         if is_complete(final, variant, seed):  # another process built it while we waited
             return final
-        # We hold the lock, so any partial build of this name is from a dead process.
-        for leftover in root.glob(f".partial-{name}-*"):
-            log.warning("removing interrupted mini pool build %s", leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
+        _remove_dead_partials(root, name)
         if final.exists():
             log.warning("mini pool cache %s is incomplete or from another builder; rebuilding", final)
             shutil.rmtree(final)

@@ -88,6 +88,7 @@ def measure_card(
     return {
         "variant": variant.name,
         "seed": seed,
+        "settings": variant.to_dict(),
         "eval_tasks": eval_tasks,
         "tasks": per_task,
         "eval_average": {"zero_shot": zs, "finetuned": ft},
