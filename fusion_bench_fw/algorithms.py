@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from fusion_bench import BaseAlgorithm, auto_register_config
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PRETRAINED = "_pretrained_"
 INIT_LABEL = "_init_"
+TASKPOOL_TASKS = "taskpool"  # objective_tasks value: the tasks the program's taskpool evaluates
 
 
 def _allowed(option: str, value: Any, allowed: Sequence[str]) -> None:
@@ -51,7 +52,7 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         granularity: str = "task",
         lmo_score: str = "inner_product",
         loss: str = "cross_entropy",
-        objective_tasks: Optional[List[str]] = None,
+        objective_tasks: Union[str, List[str], None] = "taskpool",
         samples_per_task: int = 100,
         batch_size: int = 32,
         seed: int = 0,
@@ -75,6 +76,11 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         _allowed("granularity", granularity, GRANULARITIES)
         _allowed("lmo_score", lmo_score, SCORES)
         _allowed("loss", loss, LOSSES)
+        if isinstance(objective_tasks, str) and objective_tasks != TASKPOOL_TASKS:
+            raise ValueError(
+                f"invalid objective_tasks={objective_tasks!r}: use '{TASKPOOL_TASKS}' (the tasks the "
+                f"taskpool evaluates), null (every pool task with data) or a list of task names"
+            )
         if int(samples_per_task) < 1:
             raise ValueError(f"samples_per_task must be >= 1, got {samples_per_task}")
         if int(batch_size) < 1:
@@ -169,16 +175,31 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
 
     # --- pieces -------------------------------------------------------------------------------
     def resolve_objective_tasks(self, modelpool) -> List[str]:
+        """The objective's tasks: an explicit list, the taskpool's tasks (the paper's setting: 100
+        train samples of each evaluated task), or every pool task with data."""
         split = "train" if self.loss == "cross_entropy" else "test"
         available = list(modelpool.train_dataset_names if split == "train" else modelpool.test_dataset_names)
-        if self.objective_tasks is None or len(self.objective_tasks) == 0:
+        requested = self.objective_tasks
+        if requested == TASKPOOL_TASKS:
+            requested = self.taskpool_task_names()
+            if requested is None:
+                log.info("objective_tasks=%s but no taskpool is configured: using every pool task with a %s split", TASKPOOL_TASKS, split)
+            else:
+                missing = [t for t in requested if t not in available]
+                if missing:
+                    raise ValueError(
+                        f"objective_tasks={TASKPOOL_TASKS!r}: the taskpool's task(s) {missing} have no {split} "
+                        f"dataset in the model pool (loss={self.loss!r} reads the {split} split); available: "
+                        f"{available}. Set method.objective_tasks to a list of available tasks, or null for all."
+                    )
+        if requested is None or len(requested) == 0:
             if not available:
                 raise ValueError(
                     f"loss={self.loss!r} needs {split} datasets but the model pool defines none; "
                     f"add `{split}_datasets` to the modelpool config or set method.objective_tasks"
                 )
             return available
-        tasks = list(self.objective_tasks)
+        tasks = list(requested)
         missing = [t for t in tasks if t not in available]
         if missing:
             raise ValueError(
@@ -186,6 +207,13 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
                 f"(loss={self.loss!r} reads the {split} split); available: {available}"
             )
         return tasks
+
+    def taskpool_task_names(self) -> Optional[List[str]]:
+        """Task names of the taskpool the FusionBench program evaluates with (it is instantiated
+        before the method runs and reachable through `_program`), or None outside a program."""
+        taskpool = getattr(getattr(self, "_program", None), "taskpool", None)
+        datasets = getattr(taskpool, "_test_datasets", None)
+        return [str(name) for name in datasets.keys()] if datasets else None
 
     def validate_pool_specific(self, candidates: List[str]) -> None:
         """Hook for subclasses: option checks that need the pool size."""

@@ -62,6 +62,8 @@ def test_cli_runs_and_reports_per_task_accuracy(method, overrides, micro_pool, t
         assert sum(record["weights"].values()) == pytest.approx(1.0, abs=1e-4)
     assert trajectory["summary"]["stop_reason"]
     assert trajectory["config"]["algorithm"] == ("FWSoft" if method == "fw_soft" else "FWHard")
+    # objective_tasks defaults to the taskpool's tasks (the paper's setting), not all 5 pool tasks
+    assert trajectory["config"]["objective_tasks_resolved"] == list(eval_tasks)
 
 
 # --- in process ---------------------------------------------------------------------------------
@@ -148,6 +150,21 @@ def test_invalid_options_fail_at_construction_listing_allowed_values():
         FWHard(step_rule="constant", step_size=-0.5)
     with pytest.raises(ValueError, match="init='/nonexistent/ckpt'"):
         FWSoft(init="/nonexistent/ckpt")
+    with pytest.raises(ValueError, match="objective_tasks='eval'.*'taskpool'"):
+        FWSoft(objective_tasks="eval")
+
+
+def test_taskpool_tasks_without_train_split_are_named_before_data_work(micro_pool, tmp_path):
+    """objective_tasks=taskpool, but the model pool holds only one of the taskpool's tasks."""
+    kept, dropped = micro_pool.eval_tasks[0], micro_pool.eval_tasks[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", FUSION_BENCH_FW_CACHE=str(micro_pool.cache_dir))
+    command = [FUSION_BENCH, "method=fw_soft", "modelpool=mini-clip_micro", f"modelpool.tasks=[{kept}]",
+               "taskpool=mini-clip_micro", f"path.log_dir={tmp_path}", "print_config=false"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert f"the taskpool's task(s) ['{dropped}'] have no train dataset" in result.stderr
+    assert "method.objective_tasks" in result.stderr
+    assert not (tmp_path / "fw_trajectory.json").exists()
 
 
 def test_objective_task_without_dataset_is_reported_with_the_available_ones(micro_pool):

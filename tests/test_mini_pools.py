@@ -78,6 +78,25 @@ def test_modelpool_exposes_the_build_to_stock_fusion_bench(mini_cache_dir, mini_
     assert type(again) is MiniCLIPVisionModelPool and again.model_names == ["colors", "scenes"]
 
 
+def test_extra_models_join_the_pool_without_datasets(mini_cache_dir, mini_micro_manifest, tmp_path):
+    """`modelpool.extra_models` adds outside checkpoints (the noisy-model benchmark's way in)."""
+    from fusion_bench.utils import instantiate
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    m = mini_micro_manifest
+    config = CLIPVisionConfig.from_pretrained(m.models["scenes"])
+    CLIPVisionModel(config).save_pretrained(tmp_path / "outsider")
+    pool = MiniCLIPVisionModelPool("micro", cache_dir=str(mini_cache_dir), tasks=["scenes"], extra_models={"outsider": str(tmp_path / "outsider")})
+    assert pool.model_names == ["scenes", "outsider"]
+    assert pool.train_dataset_names == ["scenes"]  # the outsider brings no data
+    assert pool.load_model("outsider").config._name_or_path == str(tmp_path / "outsider")
+    assert instantiate(pool.config).model_names == ["scenes", "outsider"]
+    with pytest.raises(ValueError, match="extra_models.ghost: .* is not a directory"):
+        MiniCLIPVisionModelPool("micro", cache_dir=str(mini_cache_dir), extra_models={"ghost": str(tmp_path / "missing")})
+    with pytest.raises(ValueError, match="'scenes' is already a model of the pool"):
+        MiniCLIPVisionModelPool("micro", cache_dir=str(mini_cache_dir), extra_models={"scenes": str(tmp_path / "outsider")})
+
+
 def _evaluate(taskpool, model) -> dict:
     report = taskpool.evaluate(model)
     return {t: report[t]["accuracy"] for t in taskpool._test_datasets}

@@ -9,6 +9,7 @@ composes a config.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -109,12 +110,21 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
         with_train_datasets: bool = True,
         with_test_datasets: bool = True,
         cache_dir: Optional[str] = None,
+        extra_models: Optional[Dict[str, str]] = None,
         **kwargs,
     ):
         tasks = _plain(tasks)
+        extra_models = _plain(extra_models) or {}
         manifest = _prepare(variant, seed, cache_dir)
         names = select_tasks(manifest, tasks, first_n, num_irrelevant, default="all")
         models = {"_pretrained_": manifest.pretrained_dir, **{t: manifest.models[t] for t in names}}
+        for name, path in extra_models.items():
+            # outside checkpoints (e.g. the noisy model of the paper's Fig. 1c): no datasets of their own
+            if name in models:
+                raise ValueError(f"modelpool.extra_models: {name!r} is already a model of the pool; pick another name")
+            if not Path(str(path)).expanduser().is_dir():
+                raise ValueError(f"modelpool.extra_models.{name}: {path!r} is not a directory (a save_pretrained checkpoint)")
+            models[name] = str(Path(str(path)).expanduser())
         super().__init__(
             DictConfig(models),
             train_datasets=_datasets(manifest, names, "train") if with_train_datasets else None,
@@ -126,7 +136,7 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
         self._mini_args = dict(
             variant=variant, seed=int(seed), tasks=tasks, first_n=first_n, num_irrelevant=num_irrelevant,
             with_train_datasets=with_train_datasets, with_test_datasets=with_test_datasets,
-            cache_dir=cache_dir, **_plain(kwargs),
+            cache_dir=cache_dir, extra_models=extra_models or None, **_plain(kwargs),
         )
 
 
