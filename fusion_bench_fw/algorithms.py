@@ -22,6 +22,7 @@ from fusion_bench.mixins.clip_classification import CLIPClassificationMixin
 from fusion_bench.utils import cache_utils
 
 from .checkpoints import PoolCheckpoints
+from .frank_wolfe.solver import INNER_INITS
 from .frank_wolfe import GRANULARITIES, SCORES, STEP_RULES, FrankWolfeHard, FrankWolfeSoft, SolverState, make_step_rule
 from .frank_wolfe.params import ParamDict
 from .merge_functions import MERGE_FUNCTIONS, ties_merge_fn
@@ -391,10 +392,14 @@ class FWSoft(FrankWolfeMergingBase):
         inner_lr: float = 0.05,
         inner_optimizer: str = "adam",
         include_current: bool = True,
+        inner_init: str = "uniform",
         init: str = "pretrained",
         **kwargs,
     ):
         super().__init__(max_iters=max_iters, granularity=granularity, init=init, **kwargs)
+        _allowed("inner_init", inner_init, INNER_INITS)
+        if inner_init == "current" and not include_current:
+            raise ValueError("inner_init='current' needs include_current=true; use inner_init=uniform with include_current=false")
         if int(topk) < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         _allowed("coefficients", coefficients, ("layer", "model"))
@@ -415,5 +420,5 @@ class FWSoft(FrankWolfeMergingBase):
             granularity=self.granularity, score=self.lmo_score, max_iters=self.max_iters, gap_tol=self.gap_tol,
             on_iteration=on_iteration, topk=self.topk, per_task_selection=self.per_task_selection,
             coefficients=self.coefficients, inner_steps=self.inner_steps, inner_lr=self.inner_lr,
-            inner_optimizer=self.inner_optimizer, include_current=self.include_current, **self.solver_kwargs(),
+            inner_optimizer=self.inner_optimizer, include_current=self.include_current, inner_init=self.inner_init, **self.solver_kwargs(),
         )

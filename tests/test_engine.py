@@ -332,3 +332,41 @@ def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
     assert problem.loss(probed_state.theta) < problem.loss(start) < problem.loss(plain_state.theta)
     # the reported FW gap is still the plain one, over every vertex
     assert probed_state.trajectory[0]["fw_gap"] == pytest.approx(plain_state.trajectory[0]["fw_gap"])
+
+
+def _one_vertex_problem():
+    """1-d blocks: theta_0 = 0 near the optimum 0.1, the only other vertex at 1 (gap > 0)."""
+    eye = {k: torch.eye(1, dtype=torch.float64) for k in BLOCKS}
+    problem = LeastSquares(eye, {k: torch.full((1,), 0.1, dtype=torch.float64) for k in BLOCKS})
+    points = [{k: torch.zeros(1, dtype=torch.float64) for k in BLOCKS}, {k: torch.ones(1, dtype=torch.float64) for k in BLOCKS}]
+    return problem, points
+
+
+def test_soft_fw_stops_when_the_inner_search_cannot_leave_theta_t():
+    """With steps so coarse that every iterate is a corner, nothing beats theta_t: the samples are
+    fixed, so the next iteration would repeat this one; the run stops instead of spinning."""
+    problem, points = _one_vertex_problem()
+    source = ListSource(["m1"], points[1:])
+    state = initial_state(points)
+    solver = FrankWolfeSoft(**solver_kwargs(problem, source, max_iters=10, labels=["_pretrained_", "m1"], vertex_columns=[1]), inner_steps=5, inner_lr=50.0)
+    solver.run(state)
+    assert state.trajectory[0]["fw_gap"] > 0
+    assert state.stop_reason.startswith("stalled")
+    assert len(state.trajectory) == 1 and state.iteration == 1
+    assert torch.equal(flat(state.theta), flat(points[0]))
+
+
+def test_soft_fw_searches_again_from_theta_t_when_the_uniform_start_fails():
+    """The uniform mix (0.5) is far worse than theta_t = 0; the second search, started at theta_t
+    with small steps, finds the descent the FW gap promises."""
+    problem, points = _one_vertex_problem()
+    source = ListSource(["m1"], points[1:])
+    losses = {}
+    for init in ("uniform", "current"):
+        state = initial_state(points)
+        kwargs = solver_kwargs(problem, source, max_iters=1, labels=["_pretrained_", "m1"], vertex_columns=[1])
+        FrankWolfeSoft(**kwargs, inner_steps=3, inner_lr=0.02, inner_init=init).run(state)
+        losses[init] = problem.loss(state.theta)
+        assert 0.0 < float(state.theta["a"]) <= 0.1 + 1e-9  # moved toward the optimum, not past it
+    assert losses["uniform"] == pytest.approx(losses["current"])  # same second search
+    assert losses["uniform"] < problem.loss(points[0])

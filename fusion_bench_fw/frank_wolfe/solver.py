@@ -105,6 +105,8 @@ class FrankWolfeBase:
                 state.stop_reason = f"FW gap {record['fw_gap']:.3e} <= gap_tol {self.gap_tol:g}"
             else:
                 state.iteration += 1
+                if record.get("stalled"):
+                    state.stop_reason = "stalled: no point of conv{theta_t, selected vertices} lowers the objective"
             if self.on_iteration is not None:
                 self.on_iteration(record, state)
             if state.stop_reason is not None:
@@ -232,6 +234,9 @@ class FrankWolfeHard(FrankWolfeBase):
         return record
 
 
+INNER_INITS = ("current", "uniform")
+
+
 @dataclass
 class FrankWolfeSoft(FrankWolfeBase):
     """Soft FW: top-k vertices, coefficients on the simplex by projected gradient descent.
@@ -249,9 +254,15 @@ class FrankWolfeSoft(FrankWolfeBase):
     inner_lr: float = 0.05
     inner_optimizer: str = "adam"
     include_current: bool = True
+    # where the coefficient search starts: "uniform" mix (then theta_t if that fails), or "current" = theta_t
+    inner_init: str = "uniform"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.inner_init not in INNER_INITS:
+            raise ValueError(f"unknown inner_init {self.inner_init!r}; allowed: {', '.join(INNER_INITS)}")
+        if self.inner_init == "current" and not self.include_current:
+            raise ValueError("inner_init='current' needs include_current=True (theta_t must be a point of the inner simplex)")
         if self.topk < 1:
             raise ValueError(f"topk must be >= 1, got {self.topk}")
         if self.coefficients not in ("layer", "model"):
@@ -303,13 +314,34 @@ class FrankWolfeSoft(FrankWolfeBase):
             record["coefficients"] = {label: round(float(v), 6) for label, v in zip(point_labels, mean)}
             record["coefficients_per_block"] = [[round(float(v), 6) for v in row] for row in lam]
         record["loss_after"] = loss_after
+        # theta_t kept all the weight: the samples are fixed, so the next iteration would repeat this one
+        record["stalled"] = bool(self.include_current and not loss_after < evaluated.loss)
         return record
 
     def optimize_coefficients(self, points: Sequence[Mapping[str, torch.Tensor]], loss_current: float):
-        """Projected (Adam or plain) gradient descent on the simplex; returns the best iterate."""
+        """Projected (Adam or plain) gradient descent on the simplex; returns the best iterate.
+
+        ``inner_init="uniform"`` starts from the uniform mix, which takes large steps early on; when
+        that search ends above l(theta_t) (theta_t is already a good mix) and theta_t is a point of
+        the simplex, a second search starts at theta_t itself, before the iteration counts as stalled.
+        ``"current"`` only does the second kind of search."""
         m = len(points)
         rows = len(self.block_names) if self.coefficients == "layer" else 1
-        lam = torch.full((rows, m), 1.0 / m, dtype=torch.float64)
+        at_current = torch.zeros((rows, m), dtype=torch.float64)
+        at_current[:, 0] = 1.0
+        starts = [torch.full((rows, m), 1.0 / m, dtype=torch.float64)] if self.inner_init == "uniform" else []
+        if self.include_current:
+            starts.append(at_current)
+        best_lam, best_loss = at_current, loss_current if self.include_current else math.inf
+        for start in starts:
+            lam, loss = self.projected_descent(points, start)
+            if loss < best_loss:
+                best_lam, best_loss = lam, loss
+                break  # improved on theta_t: no second search
+        return best_lam, best_loss
+
+    def projected_descent(self, points: Sequence[Mapping[str, torch.Tensor]], lam: torch.Tensor):
+        """``inner_steps`` projected steps from ``lam``; the best iterate seen and its loss."""
         best_loss, best_lam = math.inf, lam.clone()
         moment1 = torch.zeros_like(lam)
         moment2 = torch.zeros_like(lam)
@@ -321,7 +353,7 @@ class FrankWolfeSoft(FrankWolfeBase):
             # does not change the simplex projection but would distort Adam's scale estimates.
             grad = torch.stack([block_dots(evaluated.grad, p, self.block_names) for p in points], dim=1)
             del evaluated
-            if rows == 1:
+            if lam.shape[0] == 1:
                 grad = grad.sum(0, keepdim=True)
             grad = grad - grad.mean(dim=1, keepdim=True)
             if self.inner_optimizer == "adam":
@@ -334,9 +366,4 @@ class FrankWolfeSoft(FrankWolfeBase):
         final_loss = self.objective.loss(combine(points, lam, self.block_names))
         if final_loss < best_loss:
             best_loss, best_lam = final_loss, lam
-        if self.include_current and loss_current <= best_loss:
-            # staying put is feasible and no iterate beat it
-            best_lam = torch.zeros_like(best_lam)
-            best_lam[:, 0] = 1.0
-            best_loss = loss_current
         return best_lam, best_loss
