@@ -14,6 +14,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ def bar_chart(results: Sequence[RunResult], tasks: Sequence[str], path: Path, ti
     values = [100 * average(r, tasks) for r in ok]
     bars = ax.bar(range(len(ok)), values, color=["#c0392b" if r.method.startswith("fw_") else "#7f8c8d" for r in ok])
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set_xticks(range(len(ok)), [r.label.replace(" (", "\n(") for r in ok], fontsize=7)
+    ax.set_xticks(range(len(ok)), [textwrap.fill(r.label, 16) for r in ok], fontsize=7)
     ax.set_ylabel("avg. accuracy on eval tasks (%)")
     ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 100)
