@@ -369,6 +369,95 @@ def test_solver_on_a_block_source_follows_the_same_path():
     assert torch.allclose(flat(finals[0].theta), flat(finals[1].theta), atol=1e-10)
 
 
+# --- PoolCheckpoints over real safetensors files ---------------------------------------------------
+
+class FakePool:
+    """What PoolCheckpoints reads of a FusionBench pool: ``_models`` (name -> model directory) and
+    ``load_model``, here only allowed for the names in ``loadable``."""
+
+    def __init__(self, models, loadable=None):
+        self._models = models
+        self.loadable = loadable or {}
+        self.loaded = []
+
+    def load_model(self, name):
+        if name not in self.loadable:
+            raise AssertionError(f"load_model({name!r}) called: the safetensors fast path was expected")
+        self.loaded.append(name)
+        return self.loadable[name]
+
+
+class ParamModule(torch.nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        for name, tensor in params.items():
+            self.register_parameter(name, torch.nn.Parameter(tensor.clone()))
+
+
+class WithoutBlockReader:
+    """Forces the vertex-major path on a source that has the block capability."""
+
+    def __init__(self, source):
+        self.source = source
+        self.names = source.names
+
+    def stream(self, indices=None):
+        return self.source.stream(indices)
+
+
+def write_models(directory, vertices, dtypes=None):
+    from safetensors.torch import save_file
+
+    models = {}
+    for i, vertex in enumerate(vertices):
+        folder = directory / f"m{i}"
+        folder.mkdir()
+        dtype = (dtypes or {}).get(i, torch.float32)
+        save_file({k: v.to(dtype).contiguous() for k, v in vertex.items()}, str(folder / "model.safetensors"))
+        models[f"m{i}"] = str(folder)
+    return models
+
+
+def test_pool_checkpoints_block_reader_reads_safetensors_slices(tmp_path):
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+
+    names, vertices, theta, grads = random_lmo_case(seed=6, n=4)
+    # one bf16 and one fp16 checkpoint: read and cast to float32 like the vertex-major path does
+    models = write_models(tmp_path, vertices, dtypes={1: torch.bfloat16, 2: torch.float16})
+    pool = FakePool(models)
+    source = PoolCheckpoints(pool, list(models), names)
+    streamed = score_vertices(WithoutBlockReader(PoolCheckpoints(pool, list(models), names)), theta, grads, names, with_norms=True)
+    blocked = score_vertices(source, theta, grads, names, with_norms=True, block_group=3)
+    assert pool.loaded == [] and source.block_loads == 4 and source.loads == 4 and source.peak_alive == 0
+    as_read = [{k: v.to(dtype).float() for k, v in vertex.items()} for vertex, dtype in zip(vertices, [torch.float32, torch.bfloat16, torch.float16, torch.float32])]
+    assert_same_scores(streamed, blocked, as_read, theta, grads, names)
+    # a direct read of a slice is the stored tensor's slice
+    with source.block_reader([0, 3]) as reader:
+        part = reader.stack("w", 5, 17)
+        assert torch.equal(part, torch.stack([vertices[0]["w"].reshape(-1)[5:17], vertices[3]["w"].reshape(-1)[5:17]]))
+        with pytest.raises(IndexError):
+            reader.stack("w", 0, 40 * 33 + 1)
+    source.validate({k: v for k, v in theta.items()})  # the validation pass still streams and checks
+
+
+def test_pool_checkpoints_falls_back_without_safetensors(tmp_path):
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+
+    names, vertices, theta, grads = random_lmo_case(seed=7, n=5)
+    models = write_models(tmp_path, vertices)
+    (tmp_path / "m3" / "model.safetensors").unlink()  # m3 only loads through the pool
+    pool = FakePool(models, loadable={"m3": ParamModule(vertices[3])})
+    source = PoolCheckpoints(pool, list(models), names)
+    reference = score_vertices(ListSource(list(models), vertices), theta, grads, names)
+    mixed = score_vertices(source, theta, grads, names, block_group=2)
+    assert pool.loaded == ["m3"] and source.block_loads == 3 and source.loads == 5 and source.peak_alive == 1
+    assert_same_scores(reference, mixed, vertices, theta, grads, names)
+    # prefer_safetensors=False: no block reader at all
+    assert PoolCheckpoints(pool, list(models), names, prefer_safetensors=False).block_reader([0, 1]) is None
+    # a file without every merged parameter: no block reader (the regular loaders report the problem)
+    assert PoolCheckpoints(pool, list(models), names + ["missing"]).block_reader([0, 1]) is None
+
+
 # --- step sizes ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("minimizer", [0.0, 0.137, 0.37, 0.8, 1.0])
