@@ -104,21 +104,25 @@ class SliceReader:
             out = torch.empty(len(self.fds), width, dtype=self.dtype)
         if tuple(out.shape) != (len(self.fds), width) or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"out must be a contiguous CPU tensor of shape {(len(self.fds), width)}")
+        direct = [header[name].dtype == self.dtype == out.dtype for header in self.headers]
+        rows = memoryview(out.view(torch.uint8).reshape(-1).numpy()) if any(direct) else None
+        row_bytes = width * out.element_size()
         for row, (fd, header, file) in enumerate(zip(self.fds, self.headers, self.files)):
             entry = header[name]
+            offset = entry.offset + start * entry.dtype.itemsize
             # read straight into the output row unless a cast is needed (same casts as the vertex-major path)
-            direct = entry.dtype == self.dtype == out.dtype
-            target = out[row] if direct else torch.empty(width, dtype=entry.dtype)
-            self._read(fd, file, target, entry.offset + start * entry.dtype.itemsize)
-            if not direct:
-                out[row].copy_(target.to(self.dtype))
+            if direct[row]:
+                self._read(fd, file, rows[row * row_bytes : (row + 1) * row_bytes], offset)
+            else:
+                raw = torch.empty(width, dtype=entry.dtype)
+                self._read(fd, file, memoryview(raw.view(torch.uint8).numpy()), offset)
+                out[row].copy_(raw.to(self.dtype))
         return out
 
     @staticmethod
-    def _read(fd: int, file: Path, target: torch.Tensor, offset: int) -> None:
-        view = memoryview(target.view(torch.uint8).reshape(-1).numpy())
-        done = 0
-        while done < len(view):
+    def _read(fd: int, file: Path, view: memoryview, offset: int) -> None:
+        done = os.preadv(fd, [view], offset)
+        while done < len(view):  # short reads: only near the end of a file, or interrupted
             got = os.preadv(fd, [view[done:]], offset + done)
             if got == 0:
                 raise ValueError(f"{file} ends before the data its header announces (truncated checkpoint?)")
