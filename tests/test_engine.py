@@ -338,7 +338,7 @@ def test_group_without_block_reader_falls_back_to_streaming():
     reference = score_vertices(ListSource(labels, vertices), theta, grads, names)
     source = BlockListSource(labels, vertices, unreadable={3})
     mixed = score_vertices(source, theta, grads, names, block_group=2)
-    # groups {0,1} and {4} block-major, group {2,3} streamed one checkpoint at a time
+    # 3 groups of even sizes: {0} and {1,2} block-major, {3,4} streamed one checkpoint at a time
     assert source.block_loads == 3 and source.loads == 2 and source.peak_alive == 1
     assert_same_scores(reference, mixed, vertices, theta, grads, names)
     with pytest.raises(ValueError, match="block_group must be >= 1"):

@@ -148,8 +148,10 @@ def score_vertices(
     if open_reader is None or len(grads) + int(with_norms) < BLOCK_MAJOR_MIN_PRODUCTS:
         _score_streamed(source.stream(mine), theta, grads, names, grad_dots, norms)
     else:
-        for start in range(0, len(mine), int(block_group)):
-            group = mine[start : start + int(block_group)]
+        # as few groups as block_group allows (each one reads the rows once), of even sizes
+        count = -(-len(mine) // int(block_group))
+        for g in range(count):
+            group = mine[g * len(mine) // count : (g + 1) * len(mine) // count]
             reader = open_reader(group)
             if reader is None:
                 _score_streamed(source.stream(group), theta, grads, names, grad_dots, norms)
