@@ -33,13 +33,13 @@ GRANULARITIES = ("task", "layer")
 BLOCK_GROUP = 16
 # on the CPU the block-major pass reads each vertex's block in slices of CPU_READ_BYTES (fewer read
 # calls), and multiplies tiles spanning CPU_TILE_BYTES of the group's vertices, so a tile and the
-# gradient rows' matching slices stay in cache while one matmul consumes them (a matmul over whole
-# blocks ran ~3x slower here: the stacked vertices spill to memory and are read twice)
+# gradient rows' matching slices stay in cache while one matmul consumes them (one matmul over
+# whole blocks ran 1.5-2.5x slower here: the stacked vertices spill to memory and are read twice)
 CPU_READ_BYTES = 1 << 20
 CPU_TILE_BYTES = 1 << 20
 # block-major only pays when a vertex meets more than one row: with a single product per block, a
-# memory-mapped vertex dotted in place (vertex-major) skips the copy into the tile (measured here:
-# 1.46x vs 2.2x a raw read of the files)
+# memory-mapped vertex dotted in place (vertex-major) skips the copy into the tile (measured with
+# benchmarks/lmo_block_major.py, 8 CLIP ViT-B/32 checkpoints: 1.38x vs 1.74x a raw read of the files)
 BLOCK_MAJOR_MIN_PRODUCTS = 2
 
 
@@ -131,9 +131,9 @@ def score_vertices(
     Extra memory: on the CPU ``CPU_READ_BYTES`` per vertex of the group (16 MiB for 16) plus one
     tile of the rows (under 1 MiB); on an accelerator the group's copy of one parameter, at most
     ``block_group`` x the largest parameter tensor (CLIP ViT-B/32: 9.4 MB per vertex); never more
-    with a larger n. A group the source cannot read that
-    way (``block_reader`` returns None) is streamed vertex-major. Both orders agree to the rounding
-    of the compute dtype (the tests allow 1e-5 x ||g_b|| ||s_b|| in float32).
+    with a larger n. A group the source cannot read that way (``block_reader`` returns None) is
+    streamed vertex-major. Both orders agree to the rounding of the compute dtype (the tests allow
+    1e-5 x ||g_b|| ||s_b|| per block in float32).
     """
     if int(block_group) < 1:
         raise ValueError(f"block_group must be >= 1, got {block_group}")
@@ -204,6 +204,15 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
     k = len(group)
     columns = k + int(with_theta)
     theta_dots = {key: torch.zeros(len(names), dtype=torch.float64) for key in keys} if with_theta else None
+    buffers: Dict[str, torch.Tensor] = {}
+
+    def scratch(key: str, size: int, like: torch.Tensor, device) -> torch.Tensor:
+        """Reused across blocks: a fresh multi-MB tensor per block would fault in new pages each time."""
+        buffer = buffers.get(key)
+        if buffer is None or buffer.numel() < size or buffer.dtype != like.dtype or buffer.device != torch.device(device):
+            buffer = buffers[key] = torch.empty(size, dtype=like.dtype, device=device)
+        return buffer[:size]
+
     for b, name in enumerate(names):
         rows = [grads[key][name] for key in keys] + ([theta[name]] if norms else [])
         like = rows[0]
@@ -220,8 +229,8 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
         flat = [row.reshape(-1).to(device=like.device, dtype=like.dtype) for row in rows]
         theta_flat = theta[name].reshape(-1).to(dtype=like.dtype, device="cpu") if with_theta else None
         width = min(slab, numel)
-        column_buffer = torch.empty(columns * width, dtype=like.dtype)
-        row_buffer = torch.empty(len(rows) * min(tile, numel), dtype=like.dtype, device=like.device)
+        column_buffer = scratch("columns", columns * width, like, "cpu")
+        row_buffer = scratch("rows", len(rows) * min(tile, numel), like, like.device)
         dots = torch.zeros(len(rows), columns, dtype=torch.float64, device=like.device)
         squares = torch.zeros(k, dtype=torch.float64, device=like.device) if norms else None
         for start in range(0, numel, slab):
