@@ -39,7 +39,7 @@ CPU_READ_BYTES = 1 << 20
 CPU_TILE_BYTES = 1 << 20
 # block-major only pays when a vertex meets more than one row: with a single product per block, a
 # memory-mapped vertex dotted in place (vertex-major) skips the copy into the tile (measured with
-# benchmarks/lmo_block_major.py, 8 CLIP ViT-B/32 checkpoints: 1.38x vs 1.74x a raw read of the files)
+# benchmarks/lmo_block_major.py, 8 CLIP ViT-B/32 checkpoints: 1.4-1.8x vs 1.7-2.1x a raw read)
 BLOCK_MAJOR_MIN_PRODUCTS = 2
 
 
