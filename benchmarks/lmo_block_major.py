@@ -196,6 +196,10 @@ def main() -> int:
         f"`score_vertices(..., with_norms=False)` over `PoolCheckpoints`, random gradient rows. By default "
         f"`score_vertices` takes the vertex-major path for 1 row and the block-major path for 5 rows.",
         "",
+        f"Bytes the 5-row block-major pass must move from memory, relative to the raw read: the n checkpoints, "
+        f"the 5 gradient rows once per group of at most {block_group} and theta once: "
+        f"{(args.n + 5 * -(-args.n // block_group) + 1) / args.n:.2f}x, before any arithmetic (one core: no overlap).",
+        "",
         "Peak RSS: the most the process's RSS rose above its level at the start of the operation (VmHWM reset "
         "through /proc/self/clear_refs; memory-mapped checkpoint pages count).",
         "",
