@@ -4,6 +4,8 @@ This is what keeps FW-Merging's memory flat in the number of models: the LMO rea
 checkpoint once per iteration and drops it before reading the next. Local Hugging Face model
 directories with safetensors weights are read tensor by tensor (only the merged parameters, memory
 mapped); anything else goes through the pool's own ``load_model`` and is released right after.
+For the block-major LMO pass, a group of such local checkpoints can also be read one parameter
+slice at a time (:meth:`PoolCheckpoints.block_reader`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from safetensors import safe_open
 
 from .frank_wolfe.params import ParamDict
+from .safetensors_slices import SliceReader
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,11 @@ class PoolCheckpoints:
 
     ``block_names`` are the merged parameters (names as in ``model.named_parameters()``). Loaded
     tensors are cast to ``dtype`` and stay on the CPU; the engine moves each block to the device
-    of theta as it computes inner products. ``loads`` and ``peak_alive`` make streaming observable.
+    of theta as it computes inner products. ``loads`` and ``peak_alive`` make streaming observable:
+    ``loads`` counts vertex reads (one per vertex per pass, whichever reader), ``block_loads`` the
+    part of them done by :meth:`block_reader`, and ``peak_alive`` the most whole checkpoints held at
+    once by :meth:`stream`; the block reader never holds one (only a slice of one parameter per
+    vertex of its group), so it leaves ``peak_alive`` unchanged.
     """
 
     def __init__(self, modelpool, names: Sequence[str], block_names: Sequence[str], dtype: torch.dtype = torch.float32, prefer_safetensors: bool = True):
@@ -45,6 +52,7 @@ class PoolCheckpoints:
         self.dtype = dtype
         self.prefer_safetensors = prefer_safetensors
         self.loads = 0
+        self.block_loads = 0
         self.alive = 0
         self.peak_alive = 0
 
@@ -58,6 +66,21 @@ class PoolCheckpoints:
             finally:
                 self.alive -= 1
                 del params
+
+    def block_reader(self, indices: Sequence[int]) -> Optional[SliceReader]:
+        """Slices of each parameter for the vertices ``indices`` at once (the block-major LMO pass),
+        read from their local ``model.safetensors`` files; None, so the caller streams them, unless
+        every one of them is such a file with every merged parameter (and ``prefer_safetensors``)."""
+        if not self.prefer_safetensors:
+            return None
+        files = [local_safetensors_file(self._entry(self.names[index])) for index in indices]
+        if any(file is None for file in files):
+            return None
+        reader = SliceReader.open(files, self.block_names, self.dtype)
+        if reader is not None:
+            self.loads += len(files)
+            self.block_loads += len(files)
+        return reader
 
     def validate(self, reference: ParamDict, shard=(0, 1)) -> None:
         """Read every checkpoint once and fail early, naming the model and tensor, on a parameter
@@ -80,13 +103,15 @@ class PoolCheckpoints:
 
     def load(self, name: str) -> ParamDict:
         self.loads += 1
-        entry = self.modelpool._models[name] if hasattr(self.modelpool, "_models") else None
-        file = local_safetensors_file(entry) if self.prefer_safetensors else None
+        file = local_safetensors_file(self._entry(name)) if self.prefer_safetensors else None
         if file is not None:
             params = self._read_safetensors(file)
             if params is not None:
                 return params
         return self._load_through_pool(name)
+
+    def _entry(self, name: str):
+        return self.modelpool._models[name] if hasattr(self.modelpool, "_models") else None
 
     def _read_safetensors(self, file: Path) -> Optional[ParamDict]:
         with safe_open(str(file), framework="pt") as handle:

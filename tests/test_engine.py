@@ -19,6 +19,7 @@ from fusion_bench_fw.frank_wolfe import (
     project_onto_simplex,
     score_vertices,
     select_hard,
+    select_soft,
 )
 
 BLOCKS = ["a", "b"]
@@ -43,6 +44,43 @@ class ListSource:
                 yield index, {k: v.clone() for k, v in self._vertices[index].items()}
             finally:
                 self.alive -= 1
+
+
+class ListBlocks:
+    """Block reader over in-memory vertices: slices of one parameter for a group, stacked."""
+
+    def __init__(self, vertices):
+        self._vertices = vertices
+
+    def numel(self, name):
+        return self._vertices[0][name].numel()
+
+    def stack(self, name, start=0, stop=None, out=None):
+        stop = self.numel(name) if stop is None else stop
+        stacked = torch.stack([v[name].reshape(-1)[start:stop] for v in self._vertices])
+        return stacked if out is None else out.copy_(stacked)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+class BlockListSource(ListSource):
+    """ListSource with the optional block-major capability; ``unreadable`` vertices make their
+    group fall back to streaming. Counts the vertices read block-major."""
+
+    def __init__(self, names, vertices, unreadable=()):
+        super().__init__(names, vertices)
+        self.unreadable = set(unreadable)
+        self.block_loads = 0
+
+    def block_reader(self, indices):
+        if self.unreadable & set(indices):
+            return None
+        self.block_loads += len(indices)
+        return ListBlocks([self._vertices[i] for i in indices])
 
 
 class LeastSquares:
@@ -154,7 +192,8 @@ def test_simplex_projection_keeps_points_already_on_the_simplex():
 
 # --- LMO ----------------------------------------------------------------------------------------
 
-def test_layerwise_lmo_picks_per_block_minimizers():
+@pytest.mark.parametrize("source_type", [ListSource, BlockListSource])
+def test_layerwise_lmo_picks_per_block_minimizers(source_type):
     theta = {"a": torch.zeros(2, dtype=torch.float64), "b": torch.zeros(2, dtype=torch.float64)}
     grad = {"a": torch.tensor([1.0, 0.0], dtype=torch.float64), "b": torch.tensor([0.0, 1.0], dtype=torch.float64)}
     vertices = [
@@ -163,13 +202,14 @@ def test_layerwise_lmo_picks_per_block_minimizers():
         {"a": torch.tensor([-0.5, 0.0]), "b": torch.tensor([0.0, -1.0])},  # best in total (-1.5)
     ]
     vertices = [{k: v.double() for k, v in vx.items()} for vx in vertices]
-    scores = score_vertices(ListSource("xyz", vertices), theta, {"total": grad}, BLOCKS)
+    scores = score_vertices(source_type("xyz", vertices), theta, {"total": grad}, BLOCKS)
     assert select_hard(scores, "layer", "inner_product").tolist() == [0, 1]
     # task-wise totals are 4, 1 and -1.5: the third vertex wins as a whole
     assert select_hard(scores, "task", "inner_product").tolist() == [2, 2]
 
 
-def test_cosine_score_ignores_norm_while_inner_product_does_not():
+@pytest.mark.parametrize("source_type", [ListSource, BlockListSource])
+def test_cosine_score_ignores_norm_while_inner_product_does_not(source_type):
     theta = {"a": torch.zeros(2, dtype=torch.float64), "b": torch.zeros(1, dtype=torch.float64)}
     grad = {"a": torch.tensor([1.0, 0.0], dtype=torch.float64), "b": torch.zeros(1, dtype=torch.float64)}
     vertices = [
@@ -177,11 +217,262 @@ def test_cosine_score_ignores_norm_while_inner_product_does_not():
         {"a": torch.tensor([-3.0, 4.0]), "b": torch.zeros(1)},  # larger descent, worse angle
     ]
     vertices = [{k: v.double() for k, v in vx.items()} for vx in vertices]
-    scores = score_vertices(ListSource("xy", vertices), theta, {"total": grad}, BLOCKS)
+    scores = score_vertices(source_type("xy", vertices), theta, {"total": grad}, BLOCKS)
     assert select_hard(scores, "task", "inner_product").tolist() == [1, 1]
     assert select_hard(scores, "layer", "cosine")[0].item() == 0
     cosine = scores.block_scores("cosine")[:, 0]
     assert torch.allclose(cosine, torch.tensor([-1.0, -0.6], dtype=torch.float64))
+
+
+def random_lmo_case(seed=0, n=5, rows=3, dtype=torch.float32):
+    """Random vertices, theta and gradient rows over blocks of assorted shapes (one empty)."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"w": (40, 33), "b": (33,), "conv": (4, 3, 5, 5), "scalar": (), "empty": (0, 3)}
+
+    def point(scale=1.0):
+        return {k: scale * torch.randn(shape, generator=gen, dtype=dtype) for k, shape in shapes.items()}
+
+    vertices = [point() for _ in range(n)]
+    theta = point()
+    grads = {"total": point(1e-2)}
+    grads.update({f"task:{t}": point(1e-2) for t in range(rows - 1)})
+    return list(shapes), vertices, theta, grads
+
+
+def dot_tolerance(a, b, names):
+    """Scale-aware float32 rounding bound per block: 1e-5 * ||a_b|| ||b_b|| (>= |<a_b, b_b>|)."""
+    return torch.tensor([1e-5 * float(a[k].double().norm() * b[k].double().norm()) + 1e-12 for k in names], dtype=torch.float64)
+
+
+def assert_same_scores(reference, other, vertices, theta, grads, names):
+    """Equal tables up to float32 rounding, and identical selections."""
+    for key, grad in grads.items():
+        for i, vertex in enumerate(vertices):
+            diff = (reference.grad_dots[key][i] - other.grad_dots[key][i]).abs()
+            assert (diff <= dot_tolerance(grad, vertex, names)).all(), (key, i, diff)
+        # block-major computes <g_b, theta_b> with theta as one more column of its first group
+        assert ((reference.theta_grad_dots[key] - other.theta_grad_dots[key]).abs() <= dot_tolerance(grad, theta, names)).all()
+    if reference.vertex_sq is not None:
+        for i, vertex in enumerate(vertices):
+            assert ((reference.vertex_sq[i] - other.vertex_sq[i]).abs() <= dot_tolerance(vertex, vertex, names)).all()
+            assert ((reference.vertex_theta[i] - other.vertex_theta[i]).abs() <= dot_tolerance(theta, vertex, names)).all()
+    scores = ("inner_product", "cosine") if reference.vertex_sq is not None else ("inner_product",)
+    for score in scores:
+        for granularity in ("task", "layer"):
+            assert torch.equal(select_hard(reference, granularity, score), select_hard(other, granularity, score))
+            soft = [select_soft(s, granularity, score, 2, list(grads)) for s in (reference, other)]
+            assert [(d.tolist(), r) for d, r in soft[0]] == [(d.tolist(), r) for d, r in soft[1]]
+
+
+@pytest.mark.parametrize("with_norms", [False, True])
+@pytest.mark.parametrize("block_group", [16, 2, 1])
+def test_block_major_lmo_matches_vertex_major(with_norms, block_group):
+    names, vertices, theta, grads = random_lmo_case()
+    labels = [f"m{i}" for i in range(len(vertices))]
+    reference = score_vertices(ListSource(labels, vertices), theta, grads, names, with_norms=with_norms)
+    source = BlockListSource(labels, vertices)
+    blocked = score_vertices(source, theta, grads, names, with_norms=with_norms, block_group=block_group)
+    assert source.block_loads == len(vertices) and source.loads == 0  # every vertex read block-major
+    assert_same_scores(reference, blocked, vertices, theta, grads, names)
+    # the two orders differ only by rounding, and do differ: the test can see a wrong table
+    assert not torch.equal(reference.grad_dots["total"], torch.zeros_like(reference.grad_dots["total"]))
+
+
+def test_block_major_tiles_large_blocks_like_whole_blocks(monkeypatch):
+    """On the CPU a block is read in slices of CPU_READ_BYTES, multiplied in tiles of CPU_TILE_BYTES;
+    tiny, ragged slices and tiles must give the same sums."""
+    from fusion_bench_fw.frank_wolfe import lmo
+
+    names, vertices, theta, grads = random_lmo_case(seed=1)
+    labels = [f"m{i}" for i in range(len(vertices))]
+    whole = score_vertices(BlockListSource(labels, vertices), theta, grads, names, with_norms=True)
+    monkeypatch.setattr(lmo, "CPU_TILE_BYTES", 64)  # a few elements per tile, ragged last tiles
+    monkeypatch.setattr(lmo, "CPU_READ_BYTES", 36)  # 9 floats per slice: several tiles, ragged too
+    tiled = score_vertices(BlockListSource(labels, vertices), theta, grads, names, with_norms=True, block_group=3)
+    assert_same_scores(whole, tiled, vertices, theta, grads, names)
+
+
+@pytest.mark.parametrize("source_type", [ListSource, BlockListSource])
+def test_sharded_lmo_sums_to_the_unsharded_tables(source_type):
+    names, vertices, theta, grads = random_lmo_case(seed=2, n=5)
+    labels = [f"m{i}" for i in range(len(vertices))]
+    full = score_vertices(source_type(labels, vertices), theta, grads, names, with_norms=True, block_group=2)
+    local = {}
+    for rank in (0, 1):  # first pass: capture what each rank contributes
+        def capture(tensor, rank=rank):
+            local[rank] = tensor.clone()
+            return tensor
+
+        source = source_type(labels, vertices)
+        score_vertices(source, theta, grads, names, shard=(rank, 2), all_reduce=capture, with_norms=True, block_group=2)
+        read = source.block_loads if source_type is BlockListSource else source.loads
+        assert read == len(range(rank, len(vertices), 2))  # each rank reads only its share
+    # zero rows for the other rank's vertices
+    assert torch.count_nonzero(local[0][:, 1::2]) == 0 and torch.count_nonzero(local[1][:, 0::2]) == 0
+    streamed = score_vertices(ListSource(labels, vertices), theta, grads, names, with_norms=True)
+    for rank in (0, 1):
+        summed = score_vertices(source_type(labels, vertices), theta, grads, names, shard=(rank, 2), all_reduce=lambda t: local[0] + local[1], with_norms=True, block_group=2)
+        assert_same_scores(full, summed, vertices, theta, grads, names)
+        for key in grads:
+            # sharded, every process computes <g, theta> the same way: the processes agree bit for bit
+            assert torch.equal(summed.theta_grad_dots[key], streamed.theta_grad_dots[key])
+    with pytest.raises(ValueError, match="all_reduce"):
+        score_vertices(source_type(labels, vertices), theta, grads, names, shard=(0, 2))
+
+
+def test_single_row_without_norms_streams_even_with_a_block_reader():
+    """One product per block: the in-place vertex-major dot beats copying the vertex into tiles."""
+    names, vertices, theta, grads = random_lmo_case(seed=3, rows=1)
+    labels = [f"m{i}" for i in range(len(vertices))]
+    source = BlockListSource(labels, vertices)
+    lean = score_vertices(source, theta, grads, names, with_norms=False)
+    assert source.block_loads == 0 and source.loads == len(vertices)
+    normed = score_vertices(source, theta, grads, names, with_norms=True)
+    assert source.block_loads == len(vertices)
+    assert_same_scores(lean, normed, vertices, theta, grads, names)
+
+
+def test_group_without_block_reader_falls_back_to_streaming():
+    names, vertices, theta, grads = random_lmo_case(seed=3)
+    labels = [f"m{i}" for i in range(len(vertices))]
+    reference = score_vertices(ListSource(labels, vertices), theta, grads, names)
+    source = BlockListSource(labels, vertices, unreadable={3})
+    mixed = score_vertices(source, theta, grads, names, block_group=2)
+    # 3 groups of even sizes: {0} and {1,2} block-major, {3,4} streamed one checkpoint at a time
+    assert source.block_loads == 3 and source.loads == 2 and source.peak_alive == 1
+    assert_same_scores(reference, mixed, vertices, theta, grads, names)
+    with pytest.raises(ValueError, match="block_group must be >= 1"):
+        score_vertices(source, theta, grads, names, block_group=0)
+
+
+@pytest.mark.parametrize("source_type", [ListSource, BlockListSource])
+def test_norm_terms_are_skipped_without_norms_and_cosine_says_why(source_type):
+    names, vertices, theta, grads = random_lmo_case(seed=4)
+    labels = [f"m{i}" for i in range(len(vertices))]
+    lean = score_vertices(source_type(labels, vertices), theta, grads, names, with_norms=False)
+    assert lean.grad_sq is None and lean.theta_sq is None and lean.vertex_sq is None and lean.vertex_theta is None
+    with pytest.raises(ValueError, match="with_norms=True"):
+        lean.block_scores("cosine")
+    full = score_vertices(source_type(labels, vertices), theta, grads, names, with_norms=True)
+    assert set(full.grad_sq) == set(grads) and full.theta_sq.shape == (len(names),)
+    # the inner-product score does not depend on the norms
+    assert torch.equal(lean.block_scores("inner_product"), full.block_scores("inner_product"))
+    # cosine from the tables equals cos(g_b, s_b - theta_b) computed directly (float32 rounding)
+    for i, vertex in enumerate(vertices):
+        for b, name in enumerate(names):
+            g = grads["total"][name].double().reshape(-1)
+            d = (vertex[name] - theta[name]).double().reshape(-1)
+            if g.numel() == 0:
+                continue
+            expected = float(g @ d / (g.norm() * d.norm()))
+            assert full.block_scores("cosine")[i, b].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_block_major_rejects_a_checkpoint_of_another_shape():
+    names, vertices, theta, grads = random_lmo_case(seed=5, n=2)
+    vertices = [dict(v, w=torch.randn(41, 33)) for v in vertices]
+    with pytest.raises(ValueError, match="parameter 'w' has 1353 elements in checkpoint.*but 1320"):
+        score_vertices(BlockListSource(["a", "b"], vertices), theta, grads, names)
+
+
+def test_solver_on_a_block_source_follows_the_same_path():
+    problem, points = make_problem(seed=2)
+    finals = []
+    for source in (hull_source(points), BlockListSource(["_pretrained_"] + [f"m{i}" for i in range(1, len(points))], points)):
+        state = initial_state(points)
+        FrankWolfeHard(**solver_kwargs(problem, source, max_iters=20, granularity="layer", lmo_block_group=2), step_rule=LineSearch(evaluations=30)).run(state)
+        finals.append(state)
+    assert [r["selected"] for r in finals[0].trajectory] == [r["selected"] for r in finals[1].trajectory]
+    assert torch.allclose(flat(finals[0].theta), flat(finals[1].theta), atol=1e-10)
+
+
+# --- PoolCheckpoints over real safetensors files ---------------------------------------------------
+
+class FakePool:
+    """What PoolCheckpoints reads of a FusionBench pool: ``_models`` (name -> model directory) and
+    ``load_model``, here only allowed for the names in ``loadable``."""
+
+    def __init__(self, models, loadable=None):
+        self._models = models
+        self.loadable = loadable or {}
+        self.loaded = []
+
+    def load_model(self, name):
+        if name not in self.loadable:
+            raise AssertionError(f"load_model({name!r}) called: the safetensors fast path was expected")
+        self.loaded.append(name)
+        return self.loadable[name]
+
+
+class ParamModule(torch.nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        for name, tensor in params.items():
+            self.register_parameter(name, torch.nn.Parameter(tensor.clone()))
+
+
+class WithoutBlockReader:
+    """Forces the vertex-major path on a source that has the block capability."""
+
+    def __init__(self, source):
+        self.source = source
+        self.names = source.names
+
+    def stream(self, indices=None):
+        return self.source.stream(indices)
+
+
+def write_models(directory, vertices, dtypes=None):
+    from safetensors.torch import save_file
+
+    models = {}
+    for i, vertex in enumerate(vertices):
+        folder = directory / f"m{i}"
+        folder.mkdir()
+        dtype = (dtypes or {}).get(i, torch.float32)
+        save_file({k: v.to(dtype).contiguous() for k, v in vertex.items()}, str(folder / "model.safetensors"))
+        models[f"m{i}"] = str(folder)
+    return models
+
+
+def test_pool_checkpoints_block_reader_reads_safetensors_slices(tmp_path):
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+
+    names, vertices, theta, grads = random_lmo_case(seed=6, n=4)
+    # one bf16 and one fp16 checkpoint: read and cast to float32 like the vertex-major path does
+    models = write_models(tmp_path, vertices, dtypes={1: torch.bfloat16, 2: torch.float16})
+    pool = FakePool(models)
+    source = PoolCheckpoints(pool, list(models), names)
+    streamed = score_vertices(WithoutBlockReader(PoolCheckpoints(pool, list(models), names)), theta, grads, names, with_norms=True)
+    blocked = score_vertices(source, theta, grads, names, with_norms=True, block_group=3)
+    assert pool.loaded == [] and source.block_loads == 4 and source.loads == 4 and source.peak_alive == 0
+    as_read = [{k: v.to(dtype).float() for k, v in vertex.items()} for vertex, dtype in zip(vertices, [torch.float32, torch.bfloat16, torch.float16, torch.float32])]
+    assert_same_scores(streamed, blocked, as_read, theta, grads, names)
+    # a direct read of a slice is the stored tensor's slice
+    with source.block_reader([0, 3]) as reader:
+        part = reader.stack("w", 5, 17)
+        assert torch.equal(part, torch.stack([vertices[0]["w"].reshape(-1)[5:17], vertices[3]["w"].reshape(-1)[5:17]]))
+        with pytest.raises(IndexError):
+            reader.stack("w", 0, 40 * 33 + 1)
+    source.validate({k: v for k, v in theta.items()})  # the validation pass still streams and checks
+
+
+def test_pool_checkpoints_falls_back_without_safetensors(tmp_path):
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+
+    names, vertices, theta, grads = random_lmo_case(seed=7, n=5)
+    models = write_models(tmp_path, vertices)
+    (tmp_path / "m3" / "model.safetensors").unlink()  # m3 only loads through the pool
+    pool = FakePool(models, loadable={"m3": ParamModule(vertices[3])})
+    source = PoolCheckpoints(pool, list(models), names)
+    reference = score_vertices(ListSource(list(models), vertices), theta, grads, names)
+    mixed = score_vertices(source, theta, grads, names, block_group=2)
+    assert pool.loaded == ["m3"] and source.block_loads == 3 and source.loads == 5 and source.peak_alive == 1
+    assert_same_scores(reference, mixed, vertices, theta, grads, names)
+    # prefer_safetensors=False: no block reader at all
+    assert PoolCheckpoints(pool, list(models), names, prefer_safetensors=False).block_reader([0, 1]) is None
+    # a file without every merged parameter: no block reader (the regular loaders report the problem)
+    assert PoolCheckpoints(pool, list(models), names + ["missing"]).block_reader([0, 1]) is None
 
 
 # --- step sizes ---------------------------------------------------------------------------------

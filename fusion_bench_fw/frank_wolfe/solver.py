@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 import torch
 
-from .lmo import GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard, select_soft
+from .lmo import BLOCK_GROUP, GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard, select_soft
 from .params import ParamDict, block_dots, combine
 from .simplex import project_onto_simplex
 
@@ -77,6 +77,9 @@ class FrankWolfeBase:
     # wins the LMO although any real step towards them hurts. 0 disables it (the paper's plain LMO).
     probe_step: float = 0.05
     max_probe_rounds: int = 3
+    # vertices scored together per parameter block when the source supports it (see score_vertices):
+    # extra memory grows with this group, never with the number of vertices
+    lmo_block_group: int = BLOCK_GROUP
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -196,7 +199,7 @@ class FrankWolfeHard(FrankWolfeBase):
         evaluated = self.objective.loss_and_grad(theta)
         timings = {"time_gradient_s": time.perf_counter() - clock}
         clock = time.perf_counter()
-        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine")
+        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine", block_group=self.lmo_block_group)
         timings["time_lmo_s"] = time.perf_counter() - clock
         del evaluated.grad
         (selection,), rejected = self.admissible(state, evaluated, lambda excluded: [(select_hard(scores, self.granularity, self.score, excluded), ["total"])])
@@ -280,7 +283,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         if per_task:
             rows.update({f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()})
         clock = time.perf_counter()
-        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine")
+        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine", block_group=self.lmo_block_group)
         timings["time_lmo_s"] = time.perf_counter() - clock
         del rows, evaluated.grad, evaluated.task_grads
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]

@@ -1,0 +1,140 @@
+"""Slices of same-named tensors from several safetensors files, read with positioned reads.
+
+This serves the block-major LMO pass (one parameter of a group of checkpoints at a time). It does not
+use ``safe_open``: its tensors are views of a memory map, and every page touched stays mapped (counted
+in the process's RSS) while the file is open, so a group of 16 open checkpoints read to the end would
+add 16 whole models to the RSS (measured: +1.37 GB for 4 CLIP ViT-B/32 files). ``preadv`` into the
+caller's buffer costs one copy from the page cache, like a plain read, and holds nothing else.
+
+The format is the documented one: an 8-byte little-endian header length, a JSON header mapping each
+tensor name to its dtype, shape and ``data_offsets`` (relative to the end of the header), then data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: Optional[torch.dtype]  # None: a dtype this reader does not handle
+    shape: tuple
+    offset: int  # absolute byte offset of the first element in the file
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= int(size)
+        return count
+
+
+def read_header(path: Path) -> Dict[str, TensorEntry]:
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path} is not a safetensors file (shorter than its header length)")
+        (size,) = struct.unpack("<Q", prefix)
+        header = json.loads(handle.read(size))
+    header.pop("__metadata__", None)
+    base = 8 + size
+    return {
+        name: TensorEntry(DTYPES.get(info["dtype"]), tuple(info["shape"]), base + info["data_offsets"][0], info["data_offsets"][1] - info["data_offsets"][0])
+        for name, info in header.items()
+    }
+
+
+class SliceReader:
+    """A :class:`~fusion_bench_fw.frank_wolfe.lmo.BlockReader` over safetensors files (one per vertex).
+
+    Use :meth:`open`, which returns None when the files cannot be read this way, then ``with``.
+    """
+
+    def __init__(self, files: Sequence[Path], headers: List[Dict[str, TensorEntry]], dtype: torch.dtype):
+        self.files = list(files)
+        self.headers = headers
+        self.dtype = dtype
+        self.fds: List[int] = []
+        try:
+            for file in self.files:
+                self.fds.append(os.open(str(file), os.O_RDONLY))
+        except OSError:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, files: Sequence[Path], names: Sequence[str], dtype: torch.dtype) -> Optional["SliceReader"]:
+        """None unless every file holds every name, in a floating dtype, with one shape across files
+        and a byte size that matches it (anything unusual is left to the regular loaders and their errors)."""
+        if not hasattr(os, "preadv") or sys.byteorder != "little":
+            return None
+        try:
+            headers = [read_header(Path(file)) for file in files]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+        for name in names:
+            entries = [header.get(name) for header in headers]
+            if any(e is None or e.dtype is None or e.nbytes != e.numel * e.dtype.itemsize for e in entries):
+                return None
+            if len({e.shape for e in entries}) != 1:
+                return None
+        return cls(files, headers, dtype)
+
+    def numel(self, name: str) -> int:
+        return self.headers[0][name].numel
+
+    def stack(self, name: str, start: int = 0, stop: Optional[int] = None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        numel = self.numel(name)
+        stop = numel if stop is None else stop
+        if not 0 <= start <= stop <= numel:
+            raise IndexError(f"slice [{start}, {stop}) out of range for parameter {name!r} with {numel} elements")
+        width = stop - start
+        if out is None:
+            out = torch.empty(len(self.fds), width, dtype=self.dtype)
+        if tuple(out.shape) != (len(self.fds), width) or not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"out must be a contiguous CPU tensor of shape {(len(self.fds), width)}")
+        direct = [header[name].dtype == self.dtype == out.dtype for header in self.headers]
+        rows = memoryview(out.view(torch.uint8).reshape(-1).numpy()) if any(direct) else None
+        row_bytes = width * out.element_size()
+        for row, (fd, header, file) in enumerate(zip(self.fds, self.headers, self.files)):
+            entry = header[name]
+            offset = entry.offset + start * entry.dtype.itemsize
+            # read straight into the output row unless a cast is needed (same casts as the vertex-major path)
+            if direct[row]:
+                self._read(fd, file, rows[row * row_bytes : (row + 1) * row_bytes], offset)
+            else:
+                raw = torch.empty(width, dtype=entry.dtype)
+                self._read(fd, file, memoryview(raw.view(torch.uint8).numpy()), offset)
+                out[row].copy_(raw.to(self.dtype))
+        return out
+
+    @staticmethod
+    def _read(fd: int, file: Path, view: memoryview, offset: int) -> None:
+        done = os.preadv(fd, [view], offset)
+        while done < len(view):  # short reads: only near the end of a file, or interrupted
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got == 0:
+                raise ValueError(f"{file} ends before the data its header announces (truncated checkpoint?)")
+            done += got
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def __enter__(self) -> "SliceReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
