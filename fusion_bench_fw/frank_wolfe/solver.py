@@ -290,7 +290,10 @@ class FrankWolfeSoft(FrankWolfeBase):
         directions, rejected = self.admissible(
             state, evaluated, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
         )
-        gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))
+        # per-layer coefficients put theta_t in the product of per-block hulls, where the task-wise gap
+        # can be negative; the block-wise gap is the FW gap of that set (always >= 0 there)
+        gap_granularity = "layer" if self.coefficients == "layer" else self.granularity
+        gap = fw_gap(scores, select_hard(scores, gap_granularity, "inner_product"))
         record: Dict[str, Any] = {
             "selected": [self.describe_selection(d) for d in directions],
             "rejected": rejected,
