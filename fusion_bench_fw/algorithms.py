@@ -65,9 +65,12 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         validate_checkpoints: bool = True,
         checkpoint_dir: Optional[str] = None,
         probe_step: float = 0.05,
+        lmo_block_group: int = 16,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if int(lmo_block_group) < 1:
+            raise ValueError(f"lmo_block_group must be >= 1 (checkpoints scored together per parameter), got {lmo_block_group}")
         if not 0 <= float(probe_step) < 1:
             raise ValueError(f"probe_step must be in [0, 1) (0 disables the descent probe), got {probe_step}")
         if int(max_iters) < 1:
@@ -271,8 +274,13 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         return reduce
 
     def solver_kwargs(self) -> Dict[str, Any]:
-        """Solver arguments shared by both methods: data parallelism and the descent probe."""
-        return {"shard": (self.fabric.global_rank, self.fabric.world_size), "all_reduce": self.all_reduce_sum(), "probe_step": float(self.probe_step)}
+        """Solver arguments shared by both methods: data parallelism, the descent probe, LMO grouping."""
+        return {
+            "shard": (self.fabric.global_rank, self.fabric.world_size),
+            "all_reduce": self.all_reduce_sum(),
+            "probe_step": float(self.probe_step),
+            "lmo_block_group": int(self.lmo_block_group),
+        }
 
     def initial_point(self, modelpool, theta0: ParamDict, candidates, labels, block_names):
         weights = torch.zeros(len(block_names), len(labels), dtype=torch.float64)

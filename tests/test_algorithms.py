@@ -152,6 +152,10 @@ def test_invalid_options_fail_at_construction_listing_allowed_values():
         FWSoft(init="/nonexistent/ckpt")
     with pytest.raises(ValueError, match="objective_tasks='eval'.*'taskpool'"):
         FWSoft(objective_tasks="eval")
+    with pytest.raises(ValueError, match="lmo_block_group must be >= 1"):
+        FWHard(lmo_block_group=0)
+    with pytest.raises(ValueError, match="inner_init='middle'.*current, uniform"):
+        FWSoft(inner_init="middle")
 
 
 def test_taskpool_tasks_without_train_split_are_named_before_data_work(micro_pool, tmp_path):
