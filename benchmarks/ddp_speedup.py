@@ -76,8 +76,8 @@ def main() -> int:
     }
     speedups = {phase: statistics.median(phases[1][phase]) / statistics.median(phases[2][phase]) for phase in ("gradient", "lmo")}
     result["speedup_2_vs_1"] = speedups
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # writes out.json and out.md
+    out.parent.mkdir(parents=True, exist_ok=True)
     (out.with_suffix(".json")).write_text(json.dumps(result, indent=1))
     lines = [
         "# FW-Merging data-parallel speed-up, 2 processes vs 1 (CPU, gloo)",
