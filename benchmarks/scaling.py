@@ -114,15 +114,22 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in args.methods.split(",") if m]
-    results = {}
-    if args.irrelevant:
-        results["irrelevant"] = curve("irrelevant", [int(x) for x in args.irrelevant.split(",")], methods, out, args)
-    if args.relevant:
-        results["relevant"] = curve("relevant", [int(x) for x in args.relevant.split(",")], methods, out, args)
+    # curves not recomputed by this invocation are kept from an earlier one in the same folder
+    previous = out / "scaling.json"
+    results = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("irrelevant", "relevant")} if previous.exists() else {}
+    for kind, sizes in (("irrelevant", args.irrelevant), ("relevant", args.relevant)):
+        if not sizes:
+            continue
+        data = curve(kind, [int(x) for x in sizes.split(",")], methods, out, args)
+        earlier = results.get(kind)
+        if earlier is not None and earlier["sizes"] == data["sizes"]:  # add or replace these methods' rows
+            data = {"sizes": data["sizes"], "labels": {**earlier["labels"], **data["labels"]}, "accuracy": {**earlier["accuracy"], **data["accuracy"]}}
+        results[kind] = data
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
-    payload = {"command": command, "machine": machine_description(), **results}
+    commands = (json.loads(previous.read_text()).get("commands", []) if previous.exists() else []) + [command]
+    payload = {"command": command, "commands": commands, "machine": machine_description(), **results}
     (out / "scaling.json").write_text(json.dumps(payload, indent=1))
-    text = [f"# Scaling on mini-TA20 (paper Table 3 analog)", "", f"Command: `{command}`  ", f"Machine: {payload['machine']}", ""]
+    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}`  " for c in commands], f"Machine: {payload['machine']}", ""]
     if "irrelevant" in results:
         text += ["(a) 4 relevant + m irrelevant models, accuracy (%) on the 4 eval tasks:", "", markdown("m", results["irrelevant"]), ""]
     if "relevant" in results:

@@ -97,6 +97,14 @@ def test_extra_models_join_the_pool_without_datasets(mini_cache_dir, mini_micro_
         MiniCLIPVisionModelPool("micro", cache_dir=str(mini_cache_dir), extra_models={"scenes": str(tmp_path / "outsider")})
 
 
+def test_taskpool_first_n_replaces_the_configs_whole_group_selection(mini_cache_dir, mini_micro_manifest):
+    """taskpool=..._all plus taskpool.first_n=3 (the relevant-addition curve) means the first 3 tasks."""
+    m = mini_micro_manifest
+    for group in ("all", "eval"):
+        taskpool = MiniCLIPVisionModelTaskPool("micro", cache_dir=str(mini_cache_dir), tasks=group, first_n=3)
+        assert list(taskpool._test_datasets) == m.tasks[:3]
+
+
 def _evaluate(taskpool, model) -> dict:
     report = taskpool.evaluate(model)
     return {t: report[t]["accuracy"] for t in taskpool._test_datasets}

@@ -155,8 +155,8 @@ class MiniCLIPVisionModelTaskPool(_MiniConfigMixin, CLIPVisionModelTaskPool):
         **kwargs,
     ):
         tasks = _plain(tasks)
-        if first_n is not None and tasks == "eval":
-            tasks = None  # first_n replaces the default selection
+        if first_n is not None and tasks in ("eval", "all"):
+            tasks = None  # first_n replaces a whole-group selection (the configs' eval / all)
         manifest = _prepare(variant, seed, cache_dir)
         names = select_tasks(manifest, tasks, first_n, default="eval")
         loader = {"batch_size": 64, "num_workers": 0, **(_plain(dataloader_kwargs) or {})}
