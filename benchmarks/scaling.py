@@ -117,6 +117,8 @@ def main() -> int:
     # curves not recomputed by this invocation are kept from an earlier one in the same folder
     previous = out / "scaling.json"
     results = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("irrelevant", "relevant")} if previous.exists() else {}
+    for data in results.values():  # JSON turned the pool sizes into string keys
+        data["accuracy"] = {method: {int(size): value for size, value in row.items()} for method, row in data["accuracy"].items()}
     for kind, sizes in (("irrelevant", args.irrelevant), ("relevant", args.relevant)):
         if not sizes:
             continue
