@@ -82,6 +82,8 @@ def plot(results: Dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    order = list(dict.fromkeys(m for data in results.values() for m in data["accuracy"]))
+    colors = {method: f"C{i}" for i, method in enumerate(order)}  # one colour per method in both panels
     for ax, (kind, xlabel) in zip(axes, [("irrelevant", "irrelevant models added to the 4 relevant"), ("relevant", "relevant models n (eval on n tasks)")]):
         data = results.get(kind)
         if not data:
@@ -89,7 +91,7 @@ def plot(results: Dict, path: Path) -> None:
             continue
         for method, values in data["accuracy"].items():
             xs = [s for s in data["sizes"] if values.get(s) is not None]
-            ax.plot(xs, [100 * values[s] for s in xs], marker="o", label=data["labels"][method])
+            ax.plot(xs, [100 * values[s] for s in xs], marker="o", color=colors[method], label=data["labels"][method])
         ax.set_xlabel(xlabel)
         ax.set_ylabel("avg. accuracy (%)")
         ax.grid(alpha=0.3)
