@@ -865,10 +865,13 @@ def redo_lmo(args, results_path: Path, md_path: Path, png_path: Path) -> None:
     payload = json.loads(results_path.read_text())
     settings = payload["settings"]
     snapshot = payload.get("package_snapshot") or {}
-    if snapshot.get("path") and not Path(snapshot["path"]).exists():
-        sys.exit(f"the frozen package copy {snapshot['path']} is gone: rerun the whole benchmark")
-    SNAPSHOT.update({k: v for k, v in snapshot.items() if k in ("path", "threads")})
-    SNAPSHOT.setdefault("threads", settings.get("threads", 1))
+    if args.no_snapshot:  # measure the live tree's LMO (e.g. a newer engine) against the same files
+        SNAPSHOT["threads"] = settings.get("threads", 1)
+    else:
+        if snapshot.get("path") and not Path(snapshot["path"]).exists():
+            sys.exit(f"the frozen package copy {snapshot['path']} is gone: rerun the whole benchmark")
+        SNAPSHOT.update({k: v for k, v in snapshot.items() if k in ("path", "threads")})
+        SNAPSHOT.setdefault("threads", settings.get("threads", 1))
     lmo_sizes = [int(x) for x in args.lmo_sizes.split(",")]
     read_sizes = [int(x) for x in args.read_sizes.split(",") if x]
     spec = {
@@ -883,6 +886,9 @@ def redo_lmo(args, results_path: Path, md_path: Path, png_path: Path) -> None:
         sys.exit("LMO measurement failed; result file left unchanged")
     if payload.get("lmo"):
         payload.setdefault("superseded_lmo", []).append({k: v for k, v in payload["lmo"].items() if k != "rss_timeline"})
+    if args.no_snapshot:
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+        result["code"] = f"live working tree at {revision or 'unknown revision'} (not the frozen copy the method runs used)"
     payload["lmo"] = result
     settings.update(lmo_sizes=lmo_sizes, read_sizes=read_sizes, lmo_repeats=args.lmo_repeats, lmo5_repeats=args.lmo5_repeats)
     payload.setdefault("appended_commands", []).append(" ".join(shlex.quote(a) for a in ["HF_HUB_OFFLINE=1", ".venv/bin/python", *sys.argv]) + "  (LMO-vs-read re-measured)")
@@ -1308,7 +1314,11 @@ def _analysis(payload: Dict[str, Any], summary: Dict[str, Any]) -> List[str]:
                    f"over the 5 stacked rows takes {mv:.2f} s, a bare float32 dot {f32:.2f} s. Engine fixes that would cut this: derive the total row's "
                    f"dots from the task rows (the total gradient is the mean of the per-task rows: 4 rows, not 5), skip ‖g‖²/‖θ‖² for the inner-product "
                    f"score, stack the rows per block (one kernel), and score several checkpoints per sweep of the rows (memory grows with that batch, "
-                   f"not with n). Cold, the disk dominates and the 5-row pass is within 2x at n=20.")
+                   f"not with n). Cold, the disk dominates and the 5-row pass is within 2x at n=20. "
+                   f"(This paragraph describes the vertex-major pass of the frozen code the method runs used. When the LMO rows above come "
+                   f"from a `--redo-lmo --no-snapshot` run of a newer tree, they measure its block-major pass: the rows are read once per "
+                   f"group of up to 16 checkpoints per parameter, the norms are skipped for the inner-product score, theta rides along as a "
+                   f"column; see benchmarks/lmo_block_major.py.)")
     rows = {(r["n"], r["cache"]): r for r in summary.get("lmo_rows", [])}
     small = rows.get((min(r[0] for r in rows), "cold")) if rows else None
     if small and small.get("lmo_1row_over_read") and small["lmo_1row_over_read"] > 2:
