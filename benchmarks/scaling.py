@@ -126,8 +126,12 @@ def main() -> int:
             continue
         data = curve(kind, [int(x) for x in sizes.split(",")], methods, out, args)
         earlier = results.get(kind)
-        if earlier is not None and earlier["sizes"] == data["sizes"]:  # add or replace these methods' rows
-            data = {"sizes": data["sizes"], "labels": {**earlier["labels"], **data["labels"]}, "accuracy": {**earlier["accuracy"], **data["accuracy"]}}
+        if earlier is not None:  # add pool sizes and methods to the earlier curve; new values win
+            accuracy = {m: dict(row) for m, row in earlier["accuracy"].items()}
+            for method, row in data["accuracy"].items():
+                accuracy.setdefault(method, {}).update(row)
+            sizes = sorted(set(earlier["sizes"]) | set(data["sizes"]))
+            data = {"sizes": sizes, "labels": {**earlier["labels"], **data["labels"]}, "accuracy": accuracy}
         results[kind] = data
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
     commands = (json.loads(previous.read_text()).get("commands", []) if previous.exists() else []) + [command]
