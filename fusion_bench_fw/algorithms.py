@@ -184,18 +184,11 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         split = "train" if self.loss == "cross_entropy" else "test"
         available = list(modelpool.train_dataset_names if split == "train" else modelpool.test_dataset_names)
         requested = self.objective_tasks
-        if requested == TASKPOOL_TASKS:
+        from_taskpool = requested == TASKPOOL_TASKS
+        if from_taskpool:
             requested = self.taskpool_task_names()
             if requested is None:
                 log.info("objective_tasks=%s but no taskpool is configured: using every pool task with a %s split", TASKPOOL_TASKS, split)
-            else:
-                missing = [t for t in requested if t not in available]
-                if missing:
-                    raise ValueError(
-                        f"objective_tasks={TASKPOOL_TASKS!r}: the taskpool's task(s) {missing} have no {split} "
-                        f"dataset in the model pool (loss={self.loss!r} reads the {split} split); available: "
-                        f"{available}. Set method.objective_tasks to a list of available tasks, or null for all."
-                    )
         if requested is None or len(requested) == 0:
             if not available:
                 raise ValueError(
@@ -206,9 +199,11 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         tasks = list(requested)
         missing = [t for t in tasks if t not in available]
         if missing:
+            named = f"objective_tasks={TASKPOOL_TASKS!r}: the taskpool's task(s)" if from_taskpool else "objective task(s)"
             raise ValueError(
-                f"objective task(s) {missing} have no {split} dataset in the model pool "
-                f"(loss={self.loss!r} reads the {split} split); available: {available}"
+                f"{named} {missing} have no {split} dataset in the model pool (loss={self.loss!r} reads the "
+                f"{split} split); available: {available}. Set method.objective_tasks to a list of available "
+                f"tasks, or null for all."
             )
         return tasks
 

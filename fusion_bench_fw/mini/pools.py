@@ -122,9 +122,10 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
             # outside checkpoints (e.g. the noisy model of the paper's Fig. 1c): no datasets of their own
             if name in models:
                 raise ValueError(f"modelpool.extra_models: {name!r} is already a model of the pool; pick another name")
-            if not Path(str(path)).expanduser().is_dir():
+            directory = Path(str(path)).expanduser()
+            if not directory.is_dir():
                 raise ValueError(f"modelpool.extra_models.{name}: {path!r} is not a directory (a save_pretrained checkpoint)")
-            models[name] = str(Path(str(path)).expanduser())
+            models[name] = str(directory)
         super().__init__(
             DictConfig(models),
             train_datasets=_datasets(manifest, names, "train") if with_train_datasets else None,
