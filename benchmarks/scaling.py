@@ -66,6 +66,27 @@ def curve(kind: str, sizes: List[int], methods: List[str], out: Path, args) -> D
     return {"sizes": sizes, "labels": {m: table[m].label for m in methods}, "accuracy": rows}
 
 
+def load_previous(path: Path) -> Dict:
+    """An earlier invocation's results in the same folder (curves and methods not recomputed now are
+    kept), with the pool sizes back to integers (JSON made them string keys)."""
+    if not path.exists():
+        return {}
+    payload = json.loads(path.read_text())
+    for kind in ("irrelevant", "relevant"):
+        if kind in payload:
+            payload[kind]["accuracy"] = {m: {int(size): v for size, v in row.items()} for m, row in payload[kind]["accuracy"].items()}
+    return payload
+
+
+def merge_curves(earlier: Dict, new: Dict) -> Dict:
+    """Pool sizes and methods of both; where both measured a point, the new value wins."""
+    accuracy = {m: dict(row) for m, row in earlier["accuracy"].items()}
+    for method, row in new["accuracy"].items():
+        accuracy.setdefault(method, {}).update(row)
+    sizes = sorted(set(earlier["sizes"]) | set(new["sizes"]))
+    return {"sizes": sizes, "labels": {**earlier["labels"], **new["labels"]}, "accuracy": accuracy}
+
+
 def markdown(name: str, data: Dict) -> str:
     sizes = data["sizes"]
     lines = [f"| {name} | " + " | ".join(str(s) for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
@@ -116,25 +137,14 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in args.methods.split(",") if m]
-    # curves not recomputed by this invocation are kept from an earlier one in the same folder
-    previous = out / "scaling.json"
-    results = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("irrelevant", "relevant")} if previous.exists() else {}
-    for data in results.values():  # JSON turned the pool sizes into string keys
-        data["accuracy"] = {method: {int(size): value for size, value in row.items()} for method, row in data["accuracy"].items()}
+    earlier = load_previous(out / "scaling.json")
+    results = {kind: earlier[kind] for kind in ("irrelevant", "relevant") if kind in earlier}
     for kind, sizes in (("irrelevant", args.irrelevant), ("relevant", args.relevant)):
-        if not sizes:
-            continue
-        data = curve(kind, [int(x) for x in sizes.split(",")], methods, out, args)
-        earlier = results.get(kind)
-        if earlier is not None:  # add pool sizes and methods to the earlier curve; new values win
-            accuracy = {m: dict(row) for m, row in earlier["accuracy"].items()}
-            for method, row in data["accuracy"].items():
-                accuracy.setdefault(method, {}).update(row)
-            sizes = sorted(set(earlier["sizes"]) | set(data["sizes"]))
-            data = {"sizes": sizes, "labels": {**earlier["labels"], **data["labels"]}, "accuracy": accuracy}
-        results[kind] = data
+        if sizes:
+            data = curve(kind, [int(x) for x in sizes.split(",")], methods, out, args)
+            results[kind] = merge_curves(results[kind], data) if kind in results else data
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
-    commands = (json.loads(previous.read_text()).get("commands", []) if previous.exists() else []) + [command]
+    commands = earlier.get("commands", []) + [command]
     payload = {"command": command, "commands": commands, "machine": machine_description(), **results}
     (out / "scaling.json").write_text(json.dumps(payload, indent=1))
     text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}`  " for c in commands], f"Machine: {payload['machine']}", ""]
