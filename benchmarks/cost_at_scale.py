@@ -132,18 +132,21 @@ class Timers:
         self.first_start_cpu: Dict[str, float] = {}
         self.last_end_cpu: Dict[str, float] = {}
         self.clock = time.perf_counter
+        self.sync = lambda: None  # on CUDA: torch.cuda.synchronize, so a timer holds its kernels' time
 
     def wrap(self, owner, attr: str, label: str):
         original = getattr(owner, attr)
         timers = self
 
         def wrapped(*args, **kwargs):
+            timers.sync()
             start, start_cpu = timers.clock(), time.process_time()
             timers.first_start.setdefault(label, start)
             timers.first_start_cpu.setdefault(label, start_cpu)
             try:
                 return original(*args, **kwargs)
             finally:
+                timers.sync()
                 end, end_cpu = timers.clock(), time.process_time()
                 timers.last_end[label] = end
                 timers.last_end_cpu[label] = end_cpu
@@ -230,6 +233,9 @@ def method_run(spec: Dict[str, Any], sampler: RssSampler) -> Dict[str, Any]:
         test_root = cost_pool.ensure_test_sets(work_dir, k)
     modelpool = cost_pool.make_modelpool(work_dir, n, test_root)
     timers = Timers()
+    accelerator = spec.get("accelerator", "cpu")
+    if accelerator == "cuda":
+        timers.sync = torch.cuda.synchronize
     overrides: Dict[str, Any]
 
     if method in OURS:
@@ -262,7 +268,8 @@ def method_run(spec: Dict[str, Any], sampler: RssSampler) -> Dict[str, Any]:
             timers.wrap(fw_solver.FrankWolfeSoft, "optimize_coefficients", "inner_loop")
         timers.wrap(fw_solver.FrankWolfeSoft if method == "fw_soft" else fw_solver.FrankWolfeHard, "step", "iteration")
     elif method in ("intree_fw_soft", "intree_fw_hard"):
-        patch_cuda_to_noop()
+        if accelerator == "cpu":
+            patch_cuda_to_noop()
         name = "fw_soft" if method == "intree_fw_soft" else "fw_hard"
         overrides = {"max_iters": 1, "dataset_size": k, "tasks": list(objective)}
         if method == "intree_fw_soft":
@@ -299,7 +306,7 @@ def method_run(spec: Dict[str, Any], sampler: RssSampler) -> Dict[str, Any]:
     else:
         raise ValueError(f"unknown method {method}")
 
-    fabric = L.Fabric(accelerator="cpu", devices=1, loggers=[TensorBoardLogger(str(run_dir), name="logs")])
+    fabric = L.Fabric(accelerator=accelerator, devices=1, loggers=[TensorBoardLogger(str(run_dir), name="logs")])
     fabric.launch()
     algorithm.fabric = fabric
     import fusion_bench_fw
@@ -314,8 +321,12 @@ def method_run(spec: Dict[str, Any], sampler: RssSampler) -> Dict[str, Any]:
     t_start = sampler.now()
     clock_start, cpu_start = time.perf_counter(), time.process_time()
     algorithm.run(modelpool)
+    timers.sync()
     clock_end, cpu_end = time.perf_counter(), time.process_time()
     t_end = sampler.now()
+    if accelerator == "cuda":
+        result["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        result["cuda_device"] = torch.cuda.get_device_name()
     total = clock_end - clock_start
     result["run_s"] = total
     result["run_cpu_s"] = cpu_end - cpu_start
@@ -543,10 +554,15 @@ def machine_info() -> Dict[str, Any]:
     try:
         versions = subprocess.run(
             [sys.executable, "-c", "import torch, fusion_bench, transformers, lightning, importlib.metadata as m; "
-             "print(torch.__version__, m.version('fusion-bench'), transformers.__version__, lightning.__version__)"],
+             "print(torch.__version__, m.version('fusion-bench'), transformers.__version__, lightning.__version__); "
+             "print(torch.cuda.get_device_name() if torch.cuda.is_available() else '')"],
             capture_output=True, text=True, timeout=120, env=_child_env(),
-        ).stdout.split()
+        ).stdout.split("\n")
+        gpu = versions[1].strip()
+        versions = versions[0].split()
         info.update(torch=versions[0], fusion_bench=versions[1], transformers=versions[2], lightning=versions[3])
+        if gpu:
+            info["gpu"] = gpu
     except Exception:
         pass
     return info
@@ -706,7 +722,7 @@ def parent_main(args) -> None:
     if args.report_only:
         payload = json.loads(results_path.read_text())
         write_report(payload, md_path, png_path)
-        print(f"wrote {md_path} and {png_path}")
+        print("wrote " + " and ".join(str(p) for p in (md_path, png_path) if p.exists()))
         return
     if args.append_repeats:
         append_repeats(args, results_path, md_path, png_path)
@@ -739,7 +755,7 @@ def parent_main(args) -> None:
             "lmo_repeats": lmo_repeats, "lmo5_repeats": args.lmo5_repeats, "read_sizes": read_sizes, "samples_per_task": args.samples_per_task,
             "objective_tasks": cost_pool.OBJECTIVE_TASKS, "inner_steps": args.inner_steps,
             "line_search_evals": args.line_search_evals, "methods": methods, "quick": args.quick,
-            "threads": args.threads, "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "work_dir": str(work_dir),
+            "threads": args.threads, "accelerator": args.accelerator, "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "work_dir": str(work_dir),
             "disk_free_gb_at_start": round(free / GB, 1),
         },
         "runs": [],
@@ -764,7 +780,7 @@ def parent_main(args) -> None:
         spec = {
             "work_dir": str(work_dir), "run_dir": str(Path(args.scratch_dir) / tag),
             "samples_per_task": args.samples_per_task, "inner_steps": args.inner_steps,
-            "line_search_evals": args.line_search_evals, "threads": args.threads, **spec_extra,
+            "line_search_evals": args.line_search_evals, "threads": args.threads, "accelerator": args.accelerator, **spec_extra,
         }
         t = time.perf_counter()
         result = run_child(spec, args, logs / f"{tag}.log")
@@ -818,7 +834,7 @@ def parent_main(args) -> None:
     payload["total_wall_s"] = time.perf_counter() - t_begin
     _save(results_path, payload)
     write_report(payload, md_path, png_path)
-    print(f"wrote {results_path}, {md_path}, {png_path} in {payload['total_wall_s'] / 60:.1f} min", flush=True)
+    print("wrote " + ", ".join(str(p) for p in (results_path, md_path, png_path) if p.exists()) + f" in {payload['total_wall_s'] / 60:.1f} min", flush=True)
 
 
 def append_repeats(args, results_path: Path, md_path: Path, png_path: Path) -> None:
@@ -900,6 +916,8 @@ def redo_lmo(args, results_path: Path, md_path: Path, png_path: Path) -> None:
 def output_paths(args):
     out = Path(args.out_dir)
     stem = "cost_at_scale_quick" if args.quick else "cost_at_scale"
+    if args.accelerator != "cpu":
+        stem += f"_{args.accelerator}"
     return out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.png"
 
 
@@ -1035,6 +1053,9 @@ def summarize(payload: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def write_report(payload: Dict[str, Any], md_path: Path, png_path: Path) -> None:
+    if payload["settings"].get("accelerator", "cpu") != "cpu":
+        write_gpu_report(payload, md_path)
+        return
     summary = summarize(payload)
     payload["summary"] = summary
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1255,6 +1276,49 @@ def write_report(payload: Dict[str, Any], md_path: Path, png_path: Path) -> None
     _plot(summary, sizes, png_path, payload)
 
 
+def write_gpu_report(payload: Dict[str, Any], md_path: Path) -> None:
+    """The GPU run's short report: iteration/run times, host and GPU memory, the time-ratio target.
+
+    Every method runs natively on the GPU here (the in-tree methods are not patched), so the CPU
+    report's LMO-vs-read and CPU-time sections do not apply."""
+    summary = summarize(payload)
+    payload["summary"] = summary
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str))
+    per, sizes, s, m = summary["per_method"], payload["settings"]["sizes"], payload["settings"], payload["machine"]
+    runs = [r for r in payload["runs"] if r.get("status") == "ok"]
+    lines = [
+        f"# One merging iteration on one GPU ({m.get('gpu', 'GPU')}) vs n, CLIP ViT-B/32 size", "",
+        f"Generated by `benchmarks/cost_at_scale.py --accelerator cuda` ({payload.get('started')} → {payload.get('finished', 'unfinished')}).", "",
+        f"Command: `{payload['command']}`", "",
+        f"Machine: {m.get('gpu')}; host {m.get('cpu_model')}, {m.get('cpu_count')} cores, {m.get('mem_total_gib')} GiB RAM; "
+        f"Python {m.get('python')}, torch {m.get('torch')}, fusion-bench {m.get('fusion_bench')}, transformers {m.get('transformers')}, lightning {m.get('lightning')}.", "",
+        f"Settings: pool = the cost pool of `_cost_pool.py` (random ViT-B/32 weights, fine-tuned vision towers of 350 MB, written on "
+        f"the GPU machine's local disk, page cache warm); objective {s['objective_tasks']} tasks x {s['samples_per_task']} samples; "
+        f"max_iters=1; fw_soft inner_steps = in-tree ada_iters = {s['inner_steps']}; fw_hard task-wise, {s['line_search_evals']} line-search "
+        f"evaluations. Every method runs with Fabric accelerator=cuda, devices=1; the in-tree FusionBench fw_soft runs unpatched (it is "
+        f"written for CUDA). Timers call torch.cuda.synchronize at both ends. {s['threads']} torch CPU thread(s) per child. "
+        "Cells: median [min-max] xruns.", "",
+        "| method | n | iteration (s) | run() (s) | peak GPU memory (GB) | peak host RSS (GB) | where the iteration's time goes (median s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, by_n in per.items():
+        for n in sorted(by_n):
+            ok = [r for r in runs if r["spec"].get("method") == method and r["spec"].get("n") == n]
+            timers = {key: _median([(r.get("timers_s") or {}).get(key) for r in ok]) for key in sorted({k for r in ok for k in (r.get("timers_s") or {})})}
+            where = ", ".join(f"{key} {value:.2f}" for key, value in timers.items() if value is not None and key != "iteration")
+            lines.append(
+                f"| {METHOD_LABELS[method].replace(' (patched to CPU)', ' (native CUDA)')} | {n} | {_cell([r.get('iteration_s') for r in ok], 2)} | "
+                f"{_cell([r.get('run_s') for r in ok], 2)} | {_cell([r.get('cuda_peak_allocated_bytes') for r in ok], 2, GB)} | "
+                f"{_cell([r['peak_rss_bytes'] for r in ok], 2, GB)} | {where} |")
+    failures = [f"{r['spec'].get('method')} n={r['spec'].get('n')}: {str(r.get('error'))[:300]}" for r in payload["runs"] if r.get("status") != "ok"]
+    lines += ["", "## Targets (the CPU report's, measured here on the GPU)", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | **{t['verdict'] or '–'}** |" for t in summary["targets"] if "CPU time" not in t["target"]]
+    if failures:
+        lines += ["", "## Failed runs", ""] + [f"- {f}" for f in failures]
+    md_path.write_text("\n".join(lines) + "\n")
+
+
 def _analysis(payload: Dict[str, Any], summary: Dict[str, Any]) -> List[str]:
     """Plain-language reading of the numbers (computed, so it follows the data of this run)."""
     out: List[str] = []
@@ -1398,6 +1462,8 @@ def main(argv=None) -> None:
     parser.add_argument("--inner-steps", type=int, default=3, help="fw_soft inner_steps = in-tree fw_soft ada_iters")
     parser.add_argument("--line-search-evals", type=int, default=4)
     parser.add_argument("--methods", default="fw_hard,fw_soft,intree_fw_soft,intree_fw_hard,adamerging")
+    parser.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: every method runs on one GPU (Fabric accelerator=cuda; the in-tree methods unpatched)")
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads per child (1: stable timings on a shared machine)")
     parser.add_argument("--skip-lmo", action="store_true")
     parser.add_argument("--ada-skip-gb", type=float, default=18.0)

@@ -684,3 +684,26 @@ def test_soft_fw_with_layer_coefficients_reports_the_block_wise_gap():
     FrankWolfeSoft(**kwargs, topk=1, coefficients="layer", inner_steps=5).run(state)
     assert state.trajectory[0]["fw_gap"] == pytest.approx(0.0, abs=1e-12)
     assert state.stop_reason.startswith("FW gap")  # a certificate of optimality, not a stall
+
+
+@pytest.mark.parametrize("with_norms", [False, True])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_device_pipeline_matches_the_cpu_pass(monkeypatch, tmp_path, with_norms, rows):
+    """The accelerator path (reader threads filling a ring of buffers, products per chunk) run on the
+    CPU: chunks of a few elements and a ring smaller than the chunk count make every buffer be reused
+    while reads are in flight; the tables must equal the vertex-major pass's, from the real
+    safetensors slice reader, also for a single gradient row (which the CPU pass streams)."""
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+    from fusion_bench_fw.frank_wolfe import device_pipeline, lmo
+
+    names, vertices, theta, grads = random_lmo_case(seed=8, n=5, rows=rows)
+    models = write_models(tmp_path, vertices)
+    pool = FakePool(models)
+    reference = score_vertices(ListSource(list(models), vertices), theta, grads, names, with_norms=with_norms)
+    monkeypatch.setattr(lmo, "use_device_pipeline", lambda device: True)
+    monkeypatch.setattr(device_pipeline, "DEVICE_CHUNK_BYTES", 3 * 4 * 7)  # 7 floats per vertex of a group of 3
+    monkeypatch.setattr(device_pipeline, "READ_THREADS", 2)
+    source = PoolCheckpoints(pool, list(models), names)
+    piped = score_vertices(source, theta, grads, names, with_norms=with_norms, block_group=3)
+    assert pool.loaded == [] and source.block_loads == 5 and source.peak_alive == 0  # all read as slices
+    assert_same_scores(reference, piped, vertices, theta, grads, names)

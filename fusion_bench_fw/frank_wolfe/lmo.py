@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, 
 
 import torch
 
+from .device_pipeline import score_group_on_device
 from .params import ParamDict, block_dots
 
 SCORES = ("inner_product", "cosine")
@@ -39,8 +40,15 @@ CPU_READ_BYTES = 1 << 20
 CPU_TILE_BYTES = 1 << 20
 # block-major only pays when a vertex meets more than one row: with a single product per block, a
 # memory-mapped vertex dotted in place (vertex-major) skips the copy into the tile (measured with
-# benchmarks/lmo_block_major.py, 8 CLIP ViT-B/32 checkpoints: 1.4-1.8x vs 1.7-2.1x a raw read)
+# benchmarks/lmo_block_major.py, 8 CLIP ViT-B/32 checkpoints: 1.4-1.8x vs 1.7-2.1x a raw read).
+# On an accelerator every vertex must cross to the device anyway, and the block-major pass overlaps
+# the reads with the transfers (device_pipeline.py), so there it is used whatever the number of rows.
 BLOCK_MAJOR_MIN_PRODUCTS = 2
+
+
+def use_device_pipeline(device: torch.device) -> bool:
+    """Rows on an accelerator: score block-major through device_pipeline.py (tests force it on the CPU)."""
+    return device.type != "cpu"
 
 
 class VertexSource(Protocol):
@@ -145,7 +153,8 @@ def score_vertices(
     theta_grad_dots: Optional[Dict[str, torch.Tensor]] = None
     mine = list(range(rank, n, world_size))
     open_reader = getattr(source, "block_reader", None)
-    if open_reader is None or len(grads) + int(with_norms) < BLOCK_MAJOR_MIN_PRODUCTS:
+    pipelined = bool(names) and use_device_pipeline(next(iter(grads.values()))[names[0]].device)
+    if open_reader is None or (not pipelined and len(grads) + int(with_norms) < BLOCK_MAJOR_MIN_PRODUCTS):
         _score_streamed(source.stream(mine), theta, grads, names, grad_dots, norms)
     else:
         # as few groups as block_group allows (each one reads the rows once), of even sizes
@@ -202,6 +211,14 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
     """
     keys = list(grads)
     k = len(group)
+    for name in names:
+        if reader.numel(name) != grads[keys[0]][name].numel():
+            raise ValueError(
+                f"parameter {name!r} has {reader.numel(name)} elements in checkpoint(s) {labels} but {grads[keys[0]][name].numel()} in the "
+                f"merged model: the checkpoints must share the pretrained model's architecture"
+            )
+    if use_device_pipeline(grads[keys[0]][names[0]].device):
+        return _score_blocks_on_device(reader, group, theta, grads, names, grad_dots, norms, with_theta)
     columns = k + int(with_theta)
     theta_dots = {key: torch.zeros(len(names), dtype=torch.float64) for key in keys} if with_theta else None
     buffers: Dict[str, torch.Tensor] = {}
@@ -217,15 +234,8 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
         rows = [grads[key][name] for key in keys] + ([theta[name]] if norms else [])
         like = rows[0]
         numel = like.numel()
-        if reader.numel(name) != numel:
-            raise ValueError(
-                f"parameter {name!r} has {reader.numel(name)} elements in checkpoint(s) {labels} but {numel} in the "
-                f"merged model: the checkpoints must share the pretrained model's architecture"
-            )
-        on_cpu = like.device.type == "cpu"
-        # on an accelerator one slice (and one matmul) spans the whole block
-        tile = max(1, CPU_TILE_BYTES // (columns * like.element_size())) if on_cpu else max(1, numel)
-        slab = max(tile, CPU_READ_BYTES // like.element_size()) if on_cpu else tile
+        tile = max(1, CPU_TILE_BYTES // (columns * like.element_size()))
+        slab = max(tile, CPU_READ_BYTES // like.element_size())
         flat = [row.reshape(-1).to(device=like.device, dtype=like.dtype) for row in rows]
         theta_flat = theta[name].reshape(-1).to(dtype=like.dtype, device="cpu") if with_theta else None
         width = min(slab, numel)
@@ -239,8 +249,6 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
             reader.stack(name, start, start + w, out=slices[:k])
             if with_theta:
                 slices[k].copy_(theta_flat[start : start + w])
-            if not on_cpu:
-                slices = slices.to(device=like.device, non_blocking=True)
             for offset in range(0, w, tile):
                 v = min(tile, w - offset)
                 part = slices[:, offset : offset + v]
@@ -258,6 +266,19 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
             norms["vertex_theta"][group, b] = dots[len(keys), :k]
             norms["vertex_sq"][group, b] = squares.cpu()
     return theta_dots
+
+
+def _score_blocks_on_device(reader: BlockReader, group: List[int], theta, grads, names, grad_dots, norms, with_theta: bool) -> Optional[Dict[str, torch.Tensor]]:
+    """The accelerator version of :func:`_score_blocks` (same tables), reads overlapped with transfers."""
+    keys = list(grads)
+    rows = [grads[key] for key in keys] + ([theta] if norms else [])
+    dots, fused, squares = score_group_on_device(reader, len(group), names, rows, fused=theta if with_theta else None, squares=bool(norms))
+    for r, key in enumerate(keys):
+        grad_dots[key][group] = dots[:, r, :].t()
+    if norms:
+        norms["vertex_theta"][group] = dots[:, len(keys), :].t()
+        norms["vertex_sq"][group] = squares.t()
+    return {key: fused[:, r].clone() for r, key in enumerate(keys)} if with_theta else None
 
 
 def _admissible(block: torch.Tensor, excluded: Iterable[int]) -> torch.Tensor:
