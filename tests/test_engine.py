@@ -21,6 +21,7 @@ from fusion_bench_fw.frank_wolfe import (
     select_hard,
     select_soft,
 )
+from fusion_bench_fw.frank_wolfe.params import block_dots
 
 BLOCKS = ["a", "b"]
 
@@ -707,3 +708,78 @@ def test_device_pipeline_matches_the_cpu_pass(monkeypatch, tmp_path, with_norms,
     piped = score_vertices(source, theta, grads, names, with_norms=with_norms, block_group=3)
     assert pool.loaded == [] and source.block_loads == 5 and source.peak_alive == 0  # all read as slices
     assert_same_scores(reference, piped, vertices, theta, grads, names)
+
+
+@pytest.mark.parametrize("with_norms", [False, True])
+def test_a_combined_row_scores_like_reading_the_vertices_against_it(with_norms):
+    """FW-soft derives the total row's tables from the per-task rows (total = weighted sum)."""
+    from fusion_bench_fw.frank_wolfe.lmo import with_combined_row
+
+    names, vertices, theta, grads = random_lmo_case(seed=9, rows=4)
+    # a one-element block makes every cosine score +-1: ties that rounding breaks either way
+    names = [name for name in names if name != "scalar"]
+    weights = {"task:0": 0.5, "task:1": 0.3, "task:2": 0.2}
+    task_rows = {key: grads[key] for key in weights}
+    total = {name: sum(w * task_rows[key][name] for key, w in weights.items()) for name in names}
+    labels = [f"m{i}" for i in range(len(vertices))]
+    direct = score_vertices(ListSource(labels, vertices), theta, {"total": total, **task_rows}, names, with_norms=with_norms)
+    partial = score_vertices(ListSource(labels, vertices), theta, task_rows, names, with_norms=with_norms)
+    grad_sq = block_dots(total, total, names) if with_norms else None
+    derived = with_combined_row(partial, "total", weights, grad_sq)
+    assert_same_scores(direct, derived, vertices, theta, {"total": total, **task_rows}, names)
+    if with_norms:
+        with pytest.raises(ValueError, match="grad_sq"):
+            with_combined_row(partial, "total", weights)
+
+
+class TwoTasks:
+    """Two least-squares tasks on shared parameters; loss and gradient are their weighted sum."""
+
+    task_names = ["a", "b"]
+
+    def __init__(self, first, second, weights=(0.7, 0.3), announce_weights=True):
+        self.tasks = {"a": first, "b": second}
+        self.weights = dict(zip(self.task_names, weights))
+        self.announce_weights = announce_weights
+        self.calls = 0
+
+    def loss(self, params):
+        return sum(w * self.tasks[t].loss(params) for t, w in self.weights.items())
+
+    def loss_and_grad(self, params, per_task=False):
+        self.calls += 1
+        task_grads = {t: self.tasks[t].loss_and_grad(params).grad for t in self.task_names}
+        grad = {k: sum(w * task_grads[t][k] for t, w in self.weights.items()) for k in BLOCKS}
+        return LossAndGrad(
+            loss=self.loss(params), grad=grad, task_grads=task_grads if per_task else None,
+            task_weights=dict(self.weights) if per_task and self.announce_weights else None,
+        )
+
+
+@pytest.mark.parametrize("score", ["inner_product", "cosine"])
+def test_soft_fw_derives_the_total_row_and_follows_the_same_path(score, monkeypatch):
+    """With task weights announced, the LMO reads the vertices against the task rows only (one
+    row fewer); the run must match the one that scores the total row directly."""
+    import fusion_bench_fw.frank_wolfe.solver as solver_module
+
+    first, points = make_problem(seed=10)
+    second, _ = make_problem(seed=11)
+    runs = []
+    for announce in (True, False):
+        rows_seen = []
+
+        def recording(*args, _inner=score_vertices, **kwargs):
+            rows_seen.append(sorted(args[2]))  # the gradient rows the vertices are read against
+            return _inner(*args, **kwargs)
+
+        monkeypatch.setattr(solver_module, "score_vertices", recording)
+        state = initial_state(points)
+        problem = TwoTasks(first, second, announce_weights=announce)
+        FrankWolfeSoft(**solver_kwargs(problem, hull_source(points), max_iters=3), topk=1, inner_steps=20, inner_lr=0.05, score=score).run(state)
+        runs.append((state, rows_seen))
+    (derived, derived_rows), (direct, direct_rows) = runs
+    assert derived_rows[0] == ["task:a", "task:b"] and direct_rows[0] == ["task:a", "task:b", "total"]
+    assert len(derived.trajectory) == len(direct.trajectory) >= 2
+    assert [r["selected"] for r in derived.trajectory] == [r["selected"] for r in direct.trajectory]
+    assert [r["fw_gap"] for r in derived.trajectory] == pytest.approx([r["fw_gap"] for r in direct.trajectory], rel=1e-9, abs=1e-12)
+    assert torch.allclose(derived.weights, direct.weights, atol=1e-9)

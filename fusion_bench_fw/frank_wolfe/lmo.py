@@ -281,6 +281,27 @@ def _score_blocks_on_device(reader: BlockReader, group: List[int], theta, grads,
     return {key: fused[:, r].clone() for r, key in enumerate(keys)} if with_theta else None
 
 
+def with_combined_row(scores: VertexScores, key: str, weights: Mapping[str, float], grad_sq: Optional[torch.Tensor] = None) -> VertexScores:
+    """``scores`` plus a row ``key`` = sum_r weights[r] * row r, without reading any vertex again:
+    <sum_r w_r g_r, s> = sum_r w_r <g_r, s> (FW-soft's total gradient is the weighted sum of its
+    per-task rows, so its pass reads the vertices against one row fewer). ``grad_sq`` (its per-block
+    squared norm) is not a function of the rows' tables: give it when the norms are kept (cosine)."""
+
+    def combine(table: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return sum(float(w) * table[row] for row, w in weights.items())
+
+    if scores.grad_sq is not None and grad_sq is None:
+        raise ValueError(f"row {key!r}: these scores keep the norms (cosine), so its grad_sq must be given")
+    return VertexScores(
+        grad_dots={**scores.grad_dots, key: combine(scores.grad_dots)},
+        theta_grad_dots={**scores.theta_grad_dots, key: combine(scores.theta_grad_dots)},
+        grad_sq=None if scores.grad_sq is None else {**scores.grad_sq, key: grad_sq.to(torch.float64)},
+        vertex_sq=scores.vertex_sq,
+        vertex_theta=scores.vertex_theta,
+        theta_sq=scores.theta_sq,
+    )
+
+
 def _admissible(block: torch.Tensor, excluded: Iterable[int]) -> torch.Tensor:
     """Scores with excluded vertices pushed to +inf, so no selection rule can pick them."""
     excluded = list(excluded)

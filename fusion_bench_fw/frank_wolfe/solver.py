@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 import torch
 
-from .lmo import BLOCK_GROUP, GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard, select_soft
+from .lmo import BLOCK_GROUP, GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard, select_soft, with_combined_row
 from .params import ParamDict, block_dots, combine
 from .simplex import project_onto_simplex
 
@@ -29,6 +29,9 @@ class LossAndGrad:
     grad: ParamDict
     task_grads: Optional[Dict[str, ParamDict]] = None
     task_losses: Optional[Dict[str, float]] = None
+    # grad == sum_t task_weights[t] * task_grads[t]: the LMO then derives the total row's products
+    # from the task rows' instead of reading every vertex against one more gradient row
+    task_weights: Optional[Dict[str, float]] = None
 
 
 class Objective(Protocol):
@@ -279,11 +282,16 @@ class FrankWolfeSoft(FrankWolfeBase):
         clock = time.perf_counter()
         evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
         timings = {"time_gradient_s": time.perf_counter() - clock}
-        rows: Dict[str, ParamDict] = {"total": evaluated.grad}
-        if per_task:
-            rows.update({f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()})
+        task_rows = {f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()} if per_task else {}
+        weights = evaluated.task_weights or {}
+        derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
+        rows: Dict[str, ParamDict] = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
         clock = time.perf_counter()
-        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine", block_group=self.lmo_block_group)
+        cosine = self.score == "cosine"
+        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=cosine, block_group=self.lmo_block_group)
+        if derive_total:
+            total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
+            scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
         timings["time_lmo_s"] = time.perf_counter() - clock
         del rows, evaluated.grad, evaluated.task_grads
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
