@@ -783,3 +783,40 @@ def test_soft_fw_derives_the_total_row_and_follows_the_same_path(score, monkeypa
     assert [r["selected"] for r in derived.trajectory] == [r["selected"] for r in direct.trajectory]
     assert [r["fw_gap"] for r in derived.trajectory] == pytest.approx([r["fw_gap"] for r in direct.trajectory], rel=1e-9, abs=1e-12)
     assert torch.allclose(derived.weights, direct.weights, atol=1e-9)
+
+
+def test_device_assembly_reads_only_the_selected_blocks_and_matches_streaming(monkeypatch, tmp_path):
+    """Stitched vertices gathered through the device stream (forced on the CPU) equal the streamed
+    assembly bit for bit, and each vertex is read once, for the blocks some direction takes from it."""
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+    from fusion_bench_fw.frank_wolfe import device_pipeline, lmo
+
+    names, vertices, theta, _ = random_lmo_case(seed=12, n=4)
+    models = write_models(tmp_path, vertices)
+    pool = FakePool(models)
+    selections = [torch.tensor([0, 2, 2, 1, 0]), torch.tensor([2, 2, 3, 1, 0])]
+    streamed = lmo.assemble(WithoutBlockReader(PoolCheckpoints(pool, list(models), names)), selections, names, theta)
+    monkeypatch.setattr(lmo, "use_device_pipeline", lambda device: True)
+    monkeypatch.setattr(device_pipeline, "DEVICE_CHUNK_BYTES", 4 * 5)  # 5 floats per chunk: many chunks per block
+    asked, read = [], set()
+    source = PoolCheckpoints(pool, list(models), names)
+    original = source.block_reader
+
+    def counting_reader(indices):
+        asked.append(list(indices))
+        reader = original(indices)
+        stack = reader.stack
+        reader.stack = lambda name, *args, **kwargs: read.add((indices[0], name)) or stack(name, *args, **kwargs)
+        return reader
+
+    source.block_reader = counting_reader
+    gathered = lmo.assemble(source, selections, names, theta)
+    assert asked == [[0], [1], [2], [3]] and pool.loaded == []
+    wanted = {(int(sel[b]), name) for sel in selections for b, name in enumerate(names) if vertices[0][name].numel()}  # an empty block has nothing to read
+    assert read == wanted
+    for j in range(len(selections)):
+        assert sorted(gathered[j]) == sorted(names)
+        for name in names:
+            assert torch.equal(gathered[j][name], streamed[j][name])
+            assert gathered[j][name].data_ptr() != gathered[1 - j][name].data_ptr() or gathered[j][name].numel() == 0
+            assert torch.equal(gathered[j][name], vertices[int(selections[j][names.index(name)])][name])
