@@ -5,8 +5,7 @@ from the page cache (or the disk) to the device. Done in order -- read a block i
 copy it (a synchronous copy from pageable memory), multiply, copy the result back -- every stage waits
 for the previous one. Here a few reader threads fill pinned host buffers with the next chunks
 (positioned reads release the GIL) while the current chunk is copied asynchronously and multiplied,
-and the per-block results stay on the device until one copy back at the end. The same stream
-materializes selected vertices on the device (``gather_on_device``).
+and the per-block results stay on the device until one copy back at the end.
 
 Extra memory: ``READ_THREADS * BUFFERS_PER_THREAD`` host buffers of ``DEVICE_CHUNK_BYTES`` (pinned on
 CUDA), whatever the number of checkpoints; on the device, one chunk per buffer in flight.
@@ -15,7 +14,7 @@ CUDA), whatever the number of checkpoints; on the device, one chunk per buffer i
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -23,47 +22,6 @@ import torch
 DEVICE_CHUNK_BYTES = 16 << 20
 READ_THREADS = 4
 BUFFERS_PER_THREAD = 2
-
-
-def stream_to_device(reader, group_size: int, names: Sequence[str], device: torch.device, dtype: torch.dtype) -> Iterator[Tuple[int, str, int, torch.Tensor]]:
-    """Every parameter in ``names`` of the group's vertices, chunk by chunk, on ``device``.
-
-    Yields ``(index in names, name, start, part)``: ``part[j]`` is elements ``[start, start + w)`` of
-    the flattened parameter of vertex j, in ``dtype``. On an accelerator ``part`` is a fresh device
-    tensor; on the CPU it is the host buffer itself, valid until the next chunk is requested.
-    """
-    numels = [reader.numel(name) for name in names]
-    width = max(1, DEVICE_CHUNK_BYTES // (group_size * torch.empty((), dtype=dtype).element_size()))
-    chunks = [(b, name, start, min(width, numel - start)) for b, (name, numel) in enumerate(zip(names, numels)) for start in range(0, numel, width)]
-    if not chunks:
-        return
-    pinned = device.type == "cuda"
-    slots = min(len(chunks), READ_THREADS * BUFFERS_PER_THREAD)
-    largest = max(w for _, _, _, w in chunks)
-    buffers = [torch.empty(group_size * largest, dtype=dtype, pin_memory=pinned) for _ in range(slots)]
-    # the copy out of each buffer must finish before a reader overwrites it
-    copied: List[Optional[torch.cuda.Event]] = [None] * slots
-
-    def read(i: int) -> torch.Tensor:
-        _, name, start, w = chunks[i]
-        out = buffers[i % slots][: group_size * w].view(group_size, w)
-        return reader.stack(name, start, start + w, out=out)
-
-    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmo-read") as pool:
-        pending: Dict[int, Future] = {i: pool.submit(read, i) for i in range(slots)}
-        for i, (b, name, start, w) in enumerate(chunks):
-            host = pending.pop(i).result()
-            part = host.to(device=device, non_blocking=True)  # on the CPU: the buffer itself
-            slot = i % slots
-            if pinned:
-                copied[slot] = torch.cuda.Event()
-                copied[slot].record()
-            yield b, name, start, part
-            following = i + slots  # the consumer is done with this chunk: its buffer may be refilled
-            if following < len(chunks):
-                if copied[slot] is not None:
-                    copied[slot].synchronize()
-                pending[following] = pool.submit(read, following)
 
 
 def score_group_on_device(
@@ -84,28 +42,47 @@ def score_group_on_device(
     """
     first = rows[0][names[0]]
     device, dtype = first.device, first.dtype
+    numels = [reader.numel(name) for name in names]
+    width = max(1, DEVICE_CHUNK_BYTES // (group_size * first.element_size()))
+    chunks = [(b, name, start, min(width, numel - start)) for b, (name, numel) in enumerate(zip(names, numels)) for start in range(0, numel, width)]
     dots = torch.zeros(len(names), len(rows), group_size, dtype=torch.float64, device=device)
     fused_dots = torch.zeros(len(names), len(rows), dtype=torch.float64, device=device) if fused is not None else None
     vertex_sq = torch.zeros(len(names), group_size, dtype=torch.float64, device=device) if squares else None
+    if not chunks:
+        return dots.cpu(), None if fused_dots is None else fused_dots.cpu(), None if vertex_sq is None else vertex_sq.cpu()
+
+    pinned = device.type == "cuda"
+    slots = min(len(chunks), READ_THREADS * BUFFERS_PER_THREAD)
+    largest = max(w for _, _, _, w in chunks)
+    buffers = [torch.empty(group_size * largest, dtype=dtype, pin_memory=pinned) for _ in range(slots)]
+    # the copy out of each buffer must finish before a reader overwrites it
+    copied: List[Optional[torch.cuda.Event]] = [None] * slots
+
+    def read(i: int) -> torch.Tensor:
+        _, name, start, w = chunks[i]
+        out = buffers[i % slots][: group_size * w].view(group_size, w)
+        return reader.stack(name, start, start + w, out=out)
+
     flat_rows = [{name: row[name].reshape(-1) for name in names} for row in rows]
     flat_fused = {name: fused[name].reshape(-1).to(device=device, dtype=dtype) for name in names} if fused is not None else None
-    for b, name, start, part in stream_to_device(reader, group_size, names, device, dtype):
-        w = part.shape[1]
-        stacked = torch.stack([row[name][start : start + w] for row in flat_rows])
-        dots[b] += stacked @ part.t()
-        if flat_fused is not None:
-            fused_dots[b] += stacked @ flat_fused[name][start : start + w]
-        if vertex_sq is not None:
-            vertex_sq[b] += torch.linalg.vecdot(part, part, dim=1)
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmo-read") as pool:
+        pending: Dict[int, Future] = {i: pool.submit(read, i) for i in range(slots)}
+        for i, (b, name, start, w) in enumerate(chunks):
+            host = pending.pop(i).result()
+            part = host.to(device=device, non_blocking=True)  # on the CPU: the buffer itself
+            slot = i % slots
+            if pinned:
+                copied[slot] = torch.cuda.Event()
+                copied[slot].record()
+            stacked = torch.stack([row[name][start : start + w] for row in flat_rows])
+            dots[b] += stacked @ part.t()
+            if flat_fused is not None:
+                fused_dots[b] += stacked @ flat_fused[name][start : start + w]
+            if vertex_sq is not None:
+                vertex_sq[b] += torch.linalg.vecdot(part, part, dim=1)
+            following = i + slots
+            if following < len(chunks):
+                if copied[slot] is not None:
+                    copied[slot].synchronize()
+                pending[following] = pool.submit(read, following)
     return dots.cpu(), None if fused_dots is None else fused_dots.cpu(), None if vertex_sq is None else vertex_sq.cpu()
-
-
-def gather_on_device(reader, names: Sequence[str], like: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The parameters ``names`` of the reader's single vertex, on ``like``'s device, dtype and shapes."""
-    if not names:
-        return {}
-    first = like[names[0]]
-    out = {name: torch.empty(like[name].shape, dtype=like[name].dtype, device=first.device) for name in names}
-    for _, name, start, part in stream_to_device(reader, 1, names, first.device, first.dtype):
-        out[name].view(-1)[start : start + part.shape[1]].copy_(part[0])
-    return out

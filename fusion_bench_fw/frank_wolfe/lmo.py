@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, 
 
 import torch
 
-from .device_pipeline import gather_on_device, score_group_on_device
+from .device_pipeline import score_group_on_device
 from .params import ParamDict, block_dots
 
 SCORES = ("inner_product", "cosine")
@@ -363,28 +363,10 @@ def assemble(source: VertexSource, selections: Sequence[torch.Tensor], names: Se
     """Materialize stitched vertices: block b of direction j comes from vertex ``selections[j][b]``.
 
     A second streaming pass over only the vertices that won some block; at most ``len(selections)``
-    assembled points plus one streamed checkpoint are resident. On an accelerator, a vertex with a
-    block reader is read straight to the device, only the blocks some direction takes from it.
+    assembled points plus one streamed checkpoint are resident.
     """
     needed = sorted({int(i) for selection in selections for i in selection.tolist()})
     out: List[ParamDict] = [{} for _ in selections]
-    open_reader = getattr(source, "block_reader", None)
-    if open_reader is not None and names and use_device_pipeline(like[names[0]].device):
-        streamed = []
-        for index in needed:
-            reader = open_reader([index])
-            if reader is None:
-                streamed.append(index)
-                continue
-            wanted = [name for b, name in enumerate(names) if any(int(selection[b]) == index for selection in selections)]
-            with reader as blocks:
-                vertex = gather_on_device(blocks, wanted, like)
-            for j, selection in enumerate(selections):
-                for b, name in enumerate(names):
-                    if int(selection[b]) == index:
-                        out[j][name] = vertex[name].clone()
-            del vertex
-        needed = streamed
     for index, vertex in source.stream(needed):
         for j, selection in enumerate(selections):
             for b, name in enumerate(names):
