@@ -1386,25 +1386,28 @@ def _analysis(payload: Dict[str, Any], summary: Dict[str, Any]) -> List[str]:
 
     one, five, fixed = pick("score_vertices 1 row"), pick("score_vertices 5 rows"), pick("of which")
     f32, mv = pick("float32 dot"), pick("float32 one matvec")
-    if five and mv:
-        out.append(f"- LMO, 5 gradient rows (fw_soft with 4 objective tasks: total + one row per task): warm, the pass is memory-bound and every "
-                   f"checkpoint is dotted with 5 gradient rows of the checkpoint's own size, so per checkpoint ~6x its bytes cross the memory bus "
-                   f"(vertex + 5 rows) against ~2x for the 1-row pass; `block_dots` also runs once per row, streaming the vertex 5 times. In memory, "
-                   f"one `score_vertices` pass over a single checkpoint takes {five:.2f} s with 5 rows and {one:.2f} s with 1 row; {fixed:.2f} s of the "
-                   f"5-row figure are per-pass terms (<g,θ> and ‖g‖² per row, ‖θ‖²; the two norms serve only the cosine score); one matvec per block "
-                   f"over the 5 stacked rows takes {mv:.2f} s, a bare float32 dot {f32:.2f} s. Engine fixes that would cut this: derive the total row's "
-                   f"dots from the task rows (the total gradient is the mean of the per-task rows: 4 rows, not 5), skip ‖g‖²/‖θ‖² for the inner-product "
-                   f"score, stack the rows per block (one kernel), and score several checkpoints per sweep of the rows (memory grows with that batch, "
-                   f"not with n). Cold, the disk dominates and the 5-row pass is within 2x at n=20. "
-                   f"(This paragraph describes the vertex-major pass of the frozen code the method runs used. When the LMO rows above come "
-                   f"from a `--redo-lmo --no-snapshot` run of a newer tree, they measure its block-major pass: the rows are read once per "
-                   f"group of up to 16 checkpoints per parameter, the norms are skipped for the inner-product score, theta rides along as a "
-                   f"column; see benchmarks/lmo_block_major.py.)")
     rows = {(r["n"], r["cache"]): r for r in summary.get("lmo_rows", [])}
+    if five and mv:
+        floors = []
+        for n in sorted({r[0] for r in rows}):
+            groups = -(-n // 16)  # lmo.BLOCK_GROUP checkpoints per group; every group reads every row once
+            floors.append(f"n={n}: {(n + groups * 4 + 1) / n:.2f}x with 4 rows, {(n + groups * 5 + 1) / n:.2f}x with 5")
+        out.append(
+            "- LMO with several gradient rows (fw_soft), CPU: the pass is block-major (`lmo.py`): per parameter, a group of up to 16 "
+            "checkpoints is read slice by slice and multiplied with all rows at once, theta riding along as one more column of the first "
+            "group. fw_soft reads its per-task rows only and derives the total row's products from them (column 'FW-soft pass', 4 rows for "
+            "4 tasks; 'LMO 5 rows' also reads the total row). Warm, the pass is bound by memory traffic: every group reads its checkpoints' "
+            "bytes once plus every row and theta once, so it cannot go below (n + groups x rows + 1) / n of the raw read: "
+            + "; ".join(floors) + ". At n=4 the 2x target is out of reach for a 4-task fw_soft by that count alone. For scale, with one "
+            f"checkpoint in memory (vertex-major, no block reader): one pass takes {five:.2f} s with 5 rows and {one:.2f} s with 1 row, one "
+            f"matvec per block over 5 stacked rows {mv:.2f} s, a bare float32 dot {f32:.2f} s per checkpoint. Cold, the disk dominates.")
     small = rows.get((min(r[0] for r in rows), "cold")) if rows else None
     if small and small.get("lmo_1row_over_read") and small["lmo_1row_over_read"] > 2:
-        out.append(f"- The 1-row cold miss at n={small['n']} ({small['lmo_1row_over_read']:.2f}×) is the fixed per-pass cost (three full-model dots "
-                   "<g,θ>, ‖g‖², ‖θ‖²) over only a few checkpoints; it is amortised at n=20.")
+        out.append(f"- The 1-row pass (fw_hard) streams each checkpoint through safetensors' memory map, vertex-major; cold at n={small['n']} "
+                   f"it took {small['lmo_1row_over_read']:.2f}x the faster raw read, whose cold times on this VM's disk varied "
+                   f"{min(small['read_bytes_all'] + (small.get('read_mmap_all') or [])):.2f}-{max(small['read_bytes_all'] + (small.get('read_mmap_all') or [])):.2f} s "
+                   "between repeats and methods: page-fault reads of a memory map against 1 MiB sequential reads. (Asking the kernel to read "
+                   "the next checkpoint ahead with posix_fadvise(WILLNEED) made the cold 1-row pass at n=4 4.3x slower here in an A/B test (5.60 s vs 1.29 s), so it is not done.)")
     if runs("fw_hard", max(sizes)):
         val = timer("fw_hard", max(sizes), "validate_pass")
         run_s = per["fw_hard"][max(sizes)]["run_s"]
