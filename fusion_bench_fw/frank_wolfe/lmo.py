@@ -137,9 +137,9 @@ def score_vertices(
     per vertex ~ (1 + rows / group) x the model instead of (1 + rows) x); in a single process the
     first group also carries theta, which gives <g_b, theta_b> without another sweep over the rows.
     Extra memory: on the CPU ``CPU_READ_BYTES`` per vertex of the group (16 MiB for 16) plus one
-    tile of the rows (under 1 MiB); on an accelerator the group's copy of one parameter, at most
-    ``block_group`` x the largest parameter tensor (CLIP ViT-B/32: 9.4 MB per vertex); never more
-    with a larger n. A group the source cannot read that way (``block_reader`` returns None) is
+    tile of the rows (under 1 MiB); on an accelerator (where even one row is scored block-major)
+    the pinned chunk buffers of ``device_pipeline.py`` (8 x 16 MiB) and the chunks in flight on the
+    device; never more with a larger n. A group the source cannot read that way (``block_reader`` returns None) is
     streamed vertex-major. Both orders agree to the rounding of the compute dtype (the tests allow
     1e-5 x ||g_b|| ||s_b|| per block in float32).
     """
