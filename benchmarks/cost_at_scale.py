@@ -175,10 +175,9 @@ def _fusion_bench_config_dir() -> Path:
 
 def patch_cuda_to_noop() -> None:
     """The in-tree fw_merging calls .cuda() unconditionally; make it a no-op in this process."""
-    import torch
+    from fusion_bench_fw.intree_on_cpu import make_cuda_calls_noops
 
-    torch.nn.Module.cuda = lambda self, device=None: self
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    make_cuda_calls_noops()
 
 
 def child_main(spec: Dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro")}
-DEFAULT_METHODS = "fw_soft,fw_hard,simple_average,task_arithmetic,ties_merging,adamerging_task,adamerging_layer,pretrained"
+DEFAULT_METHODS = "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,adamerging_task,adamerging_layer,pretrained"
 
 
 def cmd_build(args) -> int:
@@ -49,13 +49,24 @@ def cmd_compare(args) -> int:
         status = result.error or ", ".join(f"{t}={100 * result.accuracy.get(t, float('nan')):.1f}" for t in eval_tasks)
         print(f"[compare] {name}: {status} ({result.seconds:.0f} s)", flush=True)
         results.append(result)
+    command = "fusion_bench_fw " + " ".join(sys.argv[1:])
+    commands = [command]
+    if args.merge and (out / "compare.json").exists():
+        # an earlier table in the same folder: its methods not re-run now are kept, in their order
+        from .compare import RunResult
+
+        earlier = json.loads((out / "compare.json").read_text())
+        fresh = {r.method: r for r in results}
+        kept = [fresh.pop(r["method"], None) or RunResult(**r) for r in earlier["results"]]
+        results = kept + list(fresh.values())
+        commands = earlier.get("commands", [earlier["command"]]) + commands
     individual = {t: card["tasks"][t]["finetuned"] for t in eval_tasks} if "tasks" in card else {}
     table = markdown_table(results, eval_tasks, extra_rows=[("Individual fine-tuned (pool card)", individual)] if individual else [])
     title = f"mini-{args.pool} pool: accuracy on its {len(eval_tasks)} eval tasks"
-    command = "fusion_bench_fw " + " ".join(sys.argv[1:])
     machine = machine_description()
-    (out / "compare.json").write_text(json.dumps({"command": command, "machine": machine, "pool": args.pool, "eval_tasks": eval_tasks, "results": [asdict(r) for r in results]}, indent=1))
-    (out / "compare.md").write_text(f"# {title}\n\nCommand: `{command}`\n\nMachine: {machine}\n\n{table}\n")
+    (out / "compare.json").write_text(json.dumps({"command": command, "commands": commands, "machine": machine, "pool": args.pool, "eval_tasks": eval_tasks, "results": [asdict(r) for r in results]}, indent=1))
+    shown = "\n\n".join(f"Command: `{c}`" for c in commands)
+    (out / "compare.md").write_text(f"# {title}\n\n{shown}\n\nMachine: {machine}\n\n{table}\n")
     if any(not r.error for r in results):
         bar_chart(results, eval_tasks, out / "compare.png", title)
     print(table)
@@ -90,6 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare.add_argument("--samples-per-task", type=int, default=100)
     compare.add_argument("--inner-steps", type=int, default=20)
     compare.add_argument("--adamerging-steps", type=int, default=300)
+    compare.add_argument("--merge", action="store_true", help="keep the methods of an earlier compare.json in --out that are not re-run")
     compare.add_argument("--override", action="append", default=[], help="extra fusion_bench override for every run (repeatable)")
     compare.add_argument("--require", help="e.g. fw_soft>task_arithmetic: exit 1 unless the first method's average beats the second's")
     compare.add_argument("--strict", action="store_true", help="exit 1 if any method failed to run")

@@ -28,6 +28,7 @@ class MethodSpec:
     label: str
     overrides: List[str]
     needs_objective_tasks: bool = False
+    launcher: Optional[List[str]] = None  # instead of the fusion_bench command (same Hydra program)
 
 
 def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: int, adamerging_steps: int, inner_steps: int) -> Dict[str, MethodSpec]:
@@ -49,7 +50,20 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
             "FW-soft (ours)",
             ["method=fw_soft", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.inner_steps={inner_steps}", f"method.objective_tasks={tasks}"],
         ),
+        # FusionBench's own FW-Merging at the same iterations, samples and inner steps, from the
+        # pretrained model; it needs CUDA, so on a CPU its .cuda() calls are made no-ops
+        "intree_fw_soft": MethodSpec(
+            "In-tree FusionBench fw_soft" + ("" if _has_cuda() else " (.cuda() made a no-op)"),
+            ["method=fw_merging/fw_soft", f"method.max_iters={fw_iters}", f"method.dataset_size={samples_per_task}", f"method.ada_iters={inner_steps}", f"method.tasks={tasks}", "method.init_weight=base"],
+            launcher=None if _has_cuda() else [sys.executable, "-m", "fusion_bench_fw.intree_on_cpu"],
+        ),
     }
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -64,7 +78,7 @@ class RunResult:
 
 def run_method(name: str, spec: MethodSpec, *, modelpool: str, taskpool: str, out_dir: Path, extra: Sequence[str] = ()) -> RunResult:
     log_dir = out_dir / "runs" / name
-    command = [FUSION_BENCH, *spec.overrides, f"modelpool={modelpool}", f"taskpool={taskpool}", f"path.log_dir={log_dir}", "print_config=false", *extra]
+    command = [*(spec.launcher or [FUSION_BENCH]), *spec.overrides, f"modelpool={modelpool}", f"taskpool={taskpool}", f"path.log_dir={log_dir}", "print_config=false", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
     started = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -72,7 +86,7 @@ def run_method(name: str, spec: MethodSpec, *, modelpool: str, taskpool: str, ou
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "stdout.txt").write_text(proc.stdout)
     (log_dir / "stderr.txt").write_text(proc.stderr)
-    shown = shlex.join(["fusion_bench", *command[1:]])
+    shown = shlex.join(["python", *command[1:]] if spec.launcher else ["fusion_bench", *command[1:]])
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no stderr)"]
         return RunResult(name, spec.label, shown, seconds, error=f"exit {proc.returncode}: {tail[0]}")

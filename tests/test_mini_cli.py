@@ -54,3 +54,22 @@ def test_task_arithmetic_cli_run_reports_per_task_accuracy(mini_micro_dir, mini_
     one_image = 1.0 / get_variant("micro").n_test
     for t in eval_tasks:
         assert report[t]["accuracy"] == pytest.approx(expected[t], abs=1.5 * one_image), t
+
+
+def test_compare_merges_a_second_invocation_and_runs_the_in_tree_fw_soft_on_cpu(mini_micro_dir, tmp_path):
+    """`fusion_bench_fw compare --merge` keeps the methods of an earlier table; the in-tree FusionBench
+    fw_soft (which calls .cuda() unconditionally) runs through the CPU launcher and is labelled so."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FUSION_BENCH_FW_CACHE": str(mini_micro_dir.parent)}
+    compare = [str(Path(sys.executable).with_name("fusion_bench_fw")), "compare", "--pool", "micro", "--out", str(tmp_path / "cmp"), "--strict",
+               "--fw-iters", "1", "--inner-steps", "2", "--samples-per-task", "8"]
+    for methods, merge in (("task_arithmetic", []), ("intree_fw_soft", ["--merge"])):
+        result = subprocess.run([*compare, "--methods", methods, *merge], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["method"] for r in payload["results"]] == ["task_arithmetic", "intree_fw_soft"]
+    assert len(payload["commands"]) == 2 and all(not r["error"] for r in payload["results"])
+    in_tree = payload["results"][1]
+    assert in_tree["command"].startswith("python -m fusion_bench_fw.intree_on_cpu method=fw_merging/fw_soft")
+    assert "(.cuda() made a no-op)" in in_tree["label"] and 0 < sum(in_tree["accuracy"].values())
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "Task arithmetic (0.3)" in table and "In-tree FusionBench fw_soft" in table
