@@ -1383,16 +1383,18 @@ def _analysis(payload: Dict[str, Any], summary: Dict[str, Any]) -> List[str]:
     def pick(prefix):
         return next((v for k, v in pv.items() if k.strip().startswith(prefix)), None)
 
-    one, five, fixed = pick("score_vertices 1 row"), pick("score_vertices 5 rows"), pick("of which")
+    one, five = pick("score_vertices 1 row"), pick("score_vertices 5 rows")
     f32, mv = pick("float32 dot"), pick("float32 one matvec")
     rows = {(r["n"], r["cache"]): r for r in summary.get("lmo_rows", [])}
     if five and mv:
+        from fusion_bench_fw.frank_wolfe.lmo import BLOCK_GROUP
+
         floors = []
         for n in sorted({r[0] for r in rows}):
-            groups = -(-n // 16)  # lmo.BLOCK_GROUP checkpoints per group; every group reads every row once
+            groups = -(-n // BLOCK_GROUP)  # every group reads every row once
             floors.append(f"n={n}: {(n + groups * 4 + 1) / n:.2f}x with 4 rows, {(n + groups * 5 + 1) / n:.2f}x with 5")
         out.append(
-            "- LMO with several gradient rows (fw_soft), CPU: the pass is block-major (`lmo.py`): per parameter, a group of up to 16 "
+            f"- LMO with several gradient rows (fw_soft), CPU: the pass is block-major (`lmo.py`): per parameter, a group of up to {BLOCK_GROUP} "
             "checkpoints is read slice by slice and multiplied with all rows at once, theta riding along as one more column of the first "
             "group. fw_soft reads its per-task rows only and derives the total row's products from them (column 'FW-soft pass', 4 rows for "
             "4 tasks; 'LMO 5 rows' also reads the total row). Warm, the pass is bound by memory traffic: every group reads its checkpoints' "

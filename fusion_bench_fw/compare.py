@@ -34,6 +34,7 @@ class MethodSpec:
 def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: int, adamerging_steps: int, inner_steps: int) -> Dict[str, MethodSpec]:
     """The methods and the settings they run with (paper settings where they apply)."""
     tasks = "[" + ",".join(eval_tasks) + "]"
+    on_cpu = not _has_cuda()
     adamerging = ["method=adamerging/clip", f"method.max_steps={adamerging_steps}", "method.batch_size=16", "method.num_workers=0", "method.save_merging_weights=false"]
     return {
         "pretrained": MethodSpec("Pretrained (zero-shot)", ["method=dummy"]),
@@ -53,9 +54,9 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         # FusionBench's own FW-Merging at the same iterations, samples and inner steps, from the
         # pretrained model; it needs CUDA, so on a CPU its .cuda() calls are made no-ops
         "intree_fw_soft": MethodSpec(
-            "In-tree FusionBench fw_soft" + ("" if _has_cuda() else " (.cuda() made a no-op)"),
+            "In-tree FusionBench fw_soft" + (" (.cuda() made a no-op)" if on_cpu else ""),
             ["method=fw_merging/fw_soft", f"method.max_iters={fw_iters}", f"method.dataset_size={samples_per_task}", f"method.ada_iters={inner_steps}", f"method.tasks={tasks}", "method.init_weight=base"],
-            launcher=None if _has_cuda() else [sys.executable, "-m", "fusion_bench_fw.intree_on_cpu"],
+            launcher=[sys.executable, "-m", "fusion_bench_fw.intree_on_cpu"] if on_cpu else None,
         ),
     }
 
