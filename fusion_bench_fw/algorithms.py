@@ -22,8 +22,7 @@ from fusion_bench.mixins.clip_classification import CLIPClassificationMixin
 from fusion_bench.utils import cache_utils
 
 from .checkpoints import PoolCheckpoints
-from .frank_wolfe.solver import INNER_INITS
-from .frank_wolfe import GRANULARITIES, SCORES, STEP_RULES, FrankWolfeHard, FrankWolfeSoft, SolverState, make_step_rule
+from .frank_wolfe import GRANULARITIES, INNER_INITS, SCORES, STEP_RULES, FrankWolfeHard, FrankWolfeSoft, SolverState, make_step_rule
 from .frank_wolfe.params import ParamDict
 from .merge_functions import MERGE_FUNCTIONS, ties_merge_fn
 from .resume import RunCheckpoint, fingerprint
@@ -66,9 +65,15 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
         checkpoint_dir: Optional[str] = None,
         probe_step: float = 0.05,
         lmo_block_group: int = 16,
+        min_rel_decrease: float = 1e-4,
+        max_relative_distance: Optional[float] = 0.5,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if float(min_rel_decrease) < 0:
+            raise ValueError(f"min_rel_decrease must be >= 0 (0 keeps iterating while anything improves), got {min_rel_decrease}")
+        if max_relative_distance is not None and float(max_relative_distance) <= 0:
+            raise ValueError(f"max_relative_distance must be > 0, or null to admit every checkpoint, got {max_relative_distance}")
         if int(lmo_block_group) < 1:
             raise ValueError(f"lmo_block_group must be >= 1 (checkpoints scored together per parameter), got {lmo_block_group}")
         if not 0 <= float(probe_step) < 1:
@@ -116,11 +121,13 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
             theta0 = {name: p.detach().clone() for name, p in model.named_parameters()}
         dtype = next(iter(theta0.values())).dtype
 
-        vertex_names = ([PRETRAINED] if self.pretrained_as_vertex else []) + candidates
+        vertex_names = self.vertex_names = ([PRETRAINED] if self.pretrained_as_vertex else []) + candidates
         source = PoolCheckpoints(modelpool, vertex_names, block_names, dtype=dtype, prefer_safetensors=self.stream_safetensors)
-        if self.validate_checkpoints:
+        distances: Dict[str, float] = {}
+        if self.validate_checkpoints or self.max_relative_distance is not None:
             with self.profile("validate checkpoints"):
-                self.validate_sharded(source, theta0)
+                distances = dict(zip(vertex_names, self.validate_sharded(source, theta0).tolist()))
+        self.screened = self.screen(distances)
         labels = [PRETRAINED] + candidates + ([INIT_LABEL] if self.init not in ("pretrained", "task_arithmetic") else [])
         # a resume state from another configuration is refused here, before any data work
         checkpoint = self.run_checkpoint(modelpool, vertex_names, theta0)
@@ -158,6 +165,11 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
             "final_loss": state.trajectory[-1]["loss_after"] if state.trajectory else None,
             "weights": solver.summarize_weights(state.weights, torch.tensor([theta0[n].numel() for n in block_names], dtype=torch.float64)),
             "weights_exact": state.weights_exact,
+            "stop": state.stop.value if state.stop is not None else None,
+            "gap_set": solver.gap_set(),
+            "gap_is_certificate": state.in_hull(),
+            "screened": {name: round(distances[name], 4) for name in self.screened},
+            "relative_distances": {name: round(d, 4) for name, d in distances.items()},
             "checkpoint_loads": source.loads,
             "peak_streamed_checkpoints": source.peak_alive,
             "forward_passes": objective.forward_passes,
@@ -242,20 +254,49 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
             model, block_names, data, self.compute_logits, loss=self.loss, backward=self.fabric.backward, all_reduce=self.all_reduce_sum()
         )
 
-    def validate_sharded(self, source: PoolCheckpoints, theta0: ParamDict) -> None:
+    def validate_sharded(self, source: PoolCheckpoints, theta0: ParamDict) -> torch.Tensor:
         """Each process validates its share of the checkpoints; all of them stop if any share is
-        bad (a lone failing process would leave the others waiting in the next collective)."""
+        bad (a lone failing process would leave the others waiting in the next collective).
+        Returns every checkpoint's relative distance from the pretrained model (see ``screen``)."""
         error: Optional[ValueError] = None
+        distances = torch.zeros(len(source.names), dtype=torch.float64)
         try:
-            source.validate(theta0, shard=(self.fabric.global_rank, self.fabric.world_size))
+            distances = source.validate(theta0, shard=(self.fabric.global_rank, self.fabric.world_size))
         except ValueError as caught:
             error = caught
-        reduce = self.all_reduce_sum()
-        failures = reduce(torch.tensor([0.0 if error is None else 1.0])) if reduce is not None else torch.tensor([0.0 if error is None else 1.0])
+        reduce = self.all_reduce_sum() or (lambda tensor: tensor)
+        combined = reduce(torch.cat([torch.tensor([0.0 if error is None else 1.0], dtype=torch.float64), distances]))
         if error is not None:
             raise error
-        if failures.item() > 0:
+        if combined[0].item() > 0:
             raise ValueError("checkpoint validation failed in another process; its error message names the model")
+        return combined[1:]
+
+    def screen(self, distances: Dict[str, float]) -> List[str]:
+        """Checkpoints too far from the pretrained model to be fine-tunes of it, never offered to the LMO.
+
+        A fine-tune stays close to its base (||theta_i - theta_0|| / ||theta_0|| is a few percent
+        to tens of percent); a checkpoint of another initialization (random weights, another
+        pretraining) sits at ~1.4. Its huge linear term can win the LMO, and a small step toward it
+        can even lower the objective the way weight decay does, while it carries nothing of
+        theta_0's features; the descent probe cannot tell that apart, the distance can."""
+        if self.max_relative_distance is None:
+            return []
+        limit = float(self.max_relative_distance)
+        screened = [name for name, distance in distances.items() if distance > limit]
+        if screened and len(screened) == len(distances):
+            raise ValueError(
+                f"every checkpoint is farther than max_relative_distance={limit:g} from the pretrained model "
+                f"({', '.join(f'{n}: {distances[n]:.3f}' for n in screened)}): check that the pool's _pretrained_ "
+                f"entry is the base these models were fine-tuned from, or raise method.max_relative_distance"
+            )
+        for name in screened:
+            log.warning(
+                "model %r is screened out: its distance from the pretrained model is %.3f x the pretrained "
+                "model's norm (> max_relative_distance=%g), so it is not a fine-tune of it. Set "
+                "method.max_relative_distance=null (or higher) to offer it to the LMO anyway.", name, distances[name], limit,
+            )
+        return screened
 
     def all_reduce_sum(self):
         """Sum over Fabric's processes (None in a single process); tensors travel via the Fabric
@@ -275,6 +316,8 @@ class FrankWolfeMergingBase(CLIPClassificationMixin, SimpleProfilerMixin, BaseAl
             "all_reduce": self.all_reduce_sum(),
             "probe_step": float(self.probe_step),
             "lmo_block_group": int(self.lmo_block_group),
+            "min_rel_decrease": float(self.min_rel_decrease),
+            "screened": [self.vertex_names.index(name) for name in self.screened],
         }
 
     def initial_point(self, modelpool, theta0: ParamDict, candidates, labels, block_names):
@@ -401,8 +444,8 @@ class FWSoft(FrankWolfeMergingBase):
     ):
         super().__init__(max_iters=max_iters, granularity=granularity, init=init, **kwargs)
         _allowed("inner_init", inner_init, INNER_INITS)
-        if inner_init == "current" and not include_current:
-            raise ValueError("inner_init='current' needs include_current=true; use inner_init=uniform with include_current=false")
+        if inner_init != "uniform" and not include_current:
+            raise ValueError(f"inner_init={inner_init} needs include_current=true; use inner_init=uniform with include_current=false")
         if int(topk) < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         _allowed("coefficients", coefficients, ("layer", "model"))

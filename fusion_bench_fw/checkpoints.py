@@ -82,13 +82,21 @@ class PoolCheckpoints:
             self.block_loads += len(files)
         return reader
 
-    def validate(self, reference: ParamDict, shard=(0, 1)) -> None:
+    def validate(self, reference: ParamDict, shard=(0, 1)) -> torch.Tensor:
         """Read every checkpoint once and fail early, naming the model and tensor, on a parameter
         that is missing, has another shape than in the pretrained model, or holds NaN/Inf.
-        ``shard=(rank, world_size)`` checks only this process's share."""
+        ``shard=(rank, world_size)`` checks only this process's share.
+
+        Returns each checkpoint's distance from ``reference`` relative to the reference's norm,
+        ||theta_i - theta_0|| / ||theta_0|| (float64, zero for the other processes' shares, so the
+        shares sum to the full vector): fine-tunes stay close to their base, a checkpoint of another
+        initialization does not."""
         rank, world_size = shard
+        distances = torch.zeros(len(self.names), dtype=torch.float64)
+        reference_sq = sum(float(t.double().pow(2).sum()) for t in reference.values())
         for index, params in self.stream(range(rank, len(self.names), world_size)):
             name = self.names[index]
+            squared = 0.0
             for block, expected in reference.items():
                 tensor = params.get(block)
                 if tensor is None:
@@ -100,6 +108,9 @@ class PoolCheckpoints:
                     )
                 if not torch.isfinite(tensor).all():
                     raise ValueError(f"model {name!r}: parameter {block!r} contains NaN or Inf values; remove or repair this checkpoint")
+                squared += float((tensor.to(expected.device, torch.float64) - expected.double()).pow(2).sum())
+            distances[index] = (squared / max(reference_sq, 1e-30)) ** 0.5
+        return distances
 
     def load(self, name: str) -> ParamDict:
         self.loads += 1

@@ -154,6 +154,6 @@ class ClassificationObjective:
         task_losses = {d.task: float(sums[i]) / d.num_samples for i, d in enumerate(self.data)}
         loss = sum(task_losses.values()) * weight_per_task
         return LossAndGrad(
-            loss=loss, grad=total_grad, task_grads=task_grads if per_task else None, task_losses=task_losses,
+            loss=loss, grad=total_grad, task_grads=task_grads if per_task else None,
             task_weights={d.task: weight_per_task for d in self.data} if per_task else None,
         )

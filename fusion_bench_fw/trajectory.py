@@ -1,7 +1,8 @@
 """Where the FW trajectory goes: a JSON file in the run's log dir, the Fabric logger, a progress bar.
 
 Files are written atomically (temporary file + rename) and never replace an existing output:
-a second run into the same directory gets ``fw_trajectory_1.json`` and so on.
+a second run into the same directory gets ``fw_trajectory_1.json`` and so on. The final write also
+draws ``fw_trajectory.png`` (same stem) with the objective, the FW gap and the merge weights.
 """
 
 from __future__ import annotations
@@ -65,3 +66,7 @@ class TrajectoryWriter:
         if summary is not None:
             payload["summary"] = summary
         write_json_atomic(self.path, payload)
+        if summary is not None:
+            from .trajectory_plot import plot_trajectory
+
+            plot_trajectory(self.path, trajectory, summary)

@@ -152,15 +152,44 @@ def test_too_many_samples_per_task_warns_and_uses_all(micro_pool, caplog):
 
 # --- noisy models (paper Fig. 1c) ---------------------------------------------------------------
 
-def test_a_differently_initialized_model_is_never_selected(micro_pool, tmp_path):
-    config = CLIPVisionConfig.from_pretrained(micro_pool.manifest.models[micro_pool.eval_tasks[0]])
-    torch.manual_seed(1234)
-    CLIPVisionModel(config).save_pretrained(tmp_path / "noisy")
-    pool = micro_pool.make_modelpool(extra_models={"noisy": str(tmp_path / "noisy")})
-    # the paper's 100 samples per task: with a handful of samples the probe's loss estimate is noise
-    for algorithm in (FWSoft(**{**SOFT, "samples_per_task": 100}), FWHard(**{**HARD, "granularity": "task", "samples_per_task": 100})):
+def _std_matched_random_model(reference_dir, directory, seed=7):
+    """Same architecture, every tensor redrawn with the reference's own per-tensor mean and std."""
+    model = CLIPVisionModel.from_pretrained(reference_dir)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.numel() > 1:
+                mean, std = parameter.mean(), parameter.std()
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std + mean)
+    model.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.mark.parametrize("kind", ["fresh_init", "std_matched"])
+def test_a_random_weights_model_is_screened_out_and_never_selected(kind, micro_pool, tmp_path):
+    if kind == "fresh_init":
+        config = CLIPVisionConfig.from_pretrained(micro_pool.manifest.models[micro_pool.eval_tasks[0]])
+        torch.manual_seed(1234)
+        CLIPVisionModel(config).save_pretrained(tmp_path / "noisy")
+        noisy = str(tmp_path / "noisy")
+    else:
+        noisy = _std_matched_random_model(micro_pool.manifest.models[micro_pool.eval_tasks[0]], tmp_path / "noisy")
+    pool = micro_pool.make_modelpool(extra_models={"noisy": noisy})
+    for algorithm in (FWSoft(**SOFT), FWHard(**{**HARD, "granularity": "layer"})):
         algorithm.run(pool)
+        summary = algorithm.fw_summary
+        assert list(summary["screened"]) == ["noisy"] and summary["screened"]["noisy"] > 0.5
+        # the fine-tunes sit close to the pretrained model, far inside the limit
+        assert max(d for name, d in summary["relative_distances"].items() if name != "noisy") < 0.25
         for record in algorithm.fw_state.trajectory:
-            selected = record["selected"]
-            assert "noisy" not in (selected if isinstance(selected, (list, dict)) else [selected])
-        assert algorithm.fw_summary["weights"]["noisy"] == 0.0
+            for field in ("selected", "gap_vertex"):
+                chosen = record.get(field) or []
+                assert "noisy" not in (chosen if isinstance(chosen, (list, dict)) else [chosen])
+                assert all("noisy" not in c for c in chosen if isinstance(c, dict))
+        assert summary["weights"]["noisy"] == 0.0
+
+
+def test_screening_every_model_is_an_error_that_names_them(micro_pool):
+    pool = micro_pool.make_modelpool()
+    with pytest.raises(ValueError, match="every checkpoint is farther than max_relative_distance=1e-06.*_pretrained_"):
+        FWSoft(**{**SOFT, "max_relative_distance": 1e-6, "pretrained_as_vertex": False}).run(pool)

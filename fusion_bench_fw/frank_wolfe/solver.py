@@ -11,16 +11,15 @@ them so a merge reads as "0.41 x gtsrb + 0.22 x dtd + ...".
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-from .lmo import BLOCK_GROUP, GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard, select_soft, with_combined_row
-from .params import ParamDict, block_dots, combine
-from .simplex import project_onto_simplex
+from .lmo import BLOCK_GROUP, GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard
+from .params import ParamDict
 
 
 @dataclass
@@ -28,7 +27,6 @@ class LossAndGrad:
     loss: float
     grad: ParamDict
     task_grads: Optional[Dict[str, ParamDict]] = None
-    task_losses: Optional[Dict[str, float]] = None
     # grad == sum_t task_weights[t] * task_grads[t]: the LMO then derives the total row's products
     # from the task rows' instead of reading every vertex against one more gradient row
     task_weights: Optional[Dict[str, float]] = None
@@ -47,6 +45,14 @@ class Objective(Protocol):
 MergeFn = Callable[[ParamDict, ParamDict, float], ParamDict]
 
 
+class StopReason(str, Enum):
+    """Why a run ended; the trajectory's summary carries the value and a sentence with the numbers."""
+
+    CONVERGED = "converged"  # FW gap <= gap_tol: a certificate over the gap's set
+    STALLED = "stalled"  # an iteration lowered the objective by less than min_rel_decrease (relative)
+    MAX_ITERS = "max_iters"
+
+
 @dataclass
 class SolverState:
     """What an iteration leaves behind; enough to resume or to report."""
@@ -56,7 +62,13 @@ class SolverState:
     weights_exact: bool
     iteration: int = 0
     trajectory: List[Dict[str, Any]] = field(default_factory=list)
-    stop_reason: Optional[str] = None
+    stop_reason: Optional[str] = None  # a sentence with the numbers; ``stop`` is the machine-readable kind
+    stop: Optional[StopReason] = None
+
+    def in_hull(self, tolerance: float = 1e-9) -> bool:
+        """theta_t is a convex combination of the vertices (its weights are >= 0): only then is the
+        FW gap a bound on the suboptimality (an affine start such as task arithmetic is outside)."""
+        return bool(self.weights_exact and (self.weights >= -tolerance).all())
 
 
 @dataclass
@@ -80,6 +92,13 @@ class FrankWolfeBase:
     # wins the LMO although any real step towards them hurts. 0 disables it (the paper's plain LMO).
     probe_step: float = 0.05
     max_probe_rounds: int = 3
+    # an iteration whose relative decrease (l_before - l_after) / |l_before| is below this ends the run
+    # as STALLED (the samples are fixed: the next iteration would start from almost the same point);
+    # applies to monotone steps only (line search, FW-soft). 0 keeps iterating while anything improves.
+    min_rel_decrease: float = 1e-4
+    # vertices never offered to the LMO (e.g. screened out as not fine-tunes of the pretrained model):
+    # neither selected nor part of the set the FW gap is measured over
+    screened: Sequence[int] = ()
     # vertices scored together per parameter block when the source supports it (see score_vertices):
     # extra memory grows with this group, never with the number of vertices
     lmo_block_group: int = BLOCK_GROUP
@@ -91,6 +110,10 @@ class FrankWolfeBase:
             raise ValueError(f"unknown LMO score {self.score!r}; allowed: {', '.join(SCORES)}")
         if len(self.vertex_columns) != len(self.source.names):
             raise ValueError("vertex_columns must map every candidate vertex to a weight column")
+        if self.min_rel_decrease < 0:
+            raise ValueError(f"min_rel_decrease must be >= 0, got {self.min_rel_decrease}")
+        if len(set(self.screened)) >= len(self.source.names):
+            raise ValueError("every candidate vertex is screened out: nothing is left to merge")
 
     # --- shared pieces -------------------------------------------------------------------------
     def run(self, state: SolverState) -> SolverState:
@@ -106,20 +129,51 @@ class FrankWolfeBase:
                 record["weights_per_block"] = {
                     name: [round(float(w), 6) for w in row] for name, row in zip(self.block_names, state.weights)
                 }
+            record["in_hull"] = state.in_hull()
             state.trajectory.append(record)
             if record.get("stopped"):
-                state.stop_reason = f"FW gap {record['fw_gap']:.3e} <= gap_tol {self.gap_tol:g}"
+                state.stop = StopReason.CONVERGED
+                state.stop_reason = f"converged: FW gap {record['fw_gap']:.3e} <= gap_tol {self.gap_tol:g}"
             else:
                 state.iteration += 1
                 if record.get("stalled"):
-                    state.stop_reason = "stalled: no point of conv{theta_t, selected vertices} lowers the objective"
+                    state.stop = StopReason.STALLED
+                    state.stop_reason = (
+                        f"stalled: relative decrease {record['relative_decrease']:.2e} < min_rel_decrease "
+                        f"{self.min_rel_decrease:g} at FW gap {record['fw_gap']:.3e}"
+                    )
             if self.on_iteration is not None:
                 self.on_iteration(record, state)
             if state.stop_reason is not None:
                 break
         if state.stop_reason is None:
-            state.stop_reason = f"reached max_iters={self.max_iters}"
+            state.stop = StopReason.MAX_ITERS
+            last_gap = state.trajectory[-1]["fw_gap"] if state.trajectory else float("nan")
+            state.stop_reason = f"max_iters: reached max_iters={self.max_iters} at FW gap {last_gap:.3e}"
         return state
+
+    def progress(self, record: Dict[str, Any], monotone: bool = True) -> None:
+        """Adds the relative decrease to ``record`` and flags it ``stalled`` below the threshold."""
+        before, after = record["loss_before"], record["loss_after"]
+        relative = (before - after) / max(abs(before), 1e-30)
+        record["relative_decrease"] = relative
+        record["stalled"] = bool(monotone and relative < self.min_rel_decrease)
+
+    @property
+    def gap_granularity(self) -> str:
+        """Whole vertices ("task") or per-block stitching ("layer"): the set the FW gap is taken over."""
+        return self.granularity
+
+    def gap_set(self) -> str:
+        """The set the reported FW gap certifies, in words (for the trajectory and the log)."""
+        admitted = len(self.source.names) - len(set(self.screened))
+        hull = "the product of per-parameter hulls" if self.gap_granularity == "layer" else "the hull"
+        return f"{hull} of the {admitted} admitted vertices"
+
+    def gap_vertex(self, scores, granularity: str) -> torch.Tensor:
+        """The LMO vertex of the total gradient over the admitted vertices (per block if layer-wise):
+        the vertex that certifies the FW gap, whatever score ranks the candidates."""
+        return select_hard(scores, granularity, "inner_product", self.screened)
 
     def summarize_weights(self, weights: torch.Tensor, block_sizes: torch.Tensor) -> Dict[str, float]:
         """Parameter-count-weighted average of the per-block weights, per label."""
@@ -132,10 +186,10 @@ class FrankWolfeBase:
         onehot[torch.arange(len(self.block_names)), columns] = 1.0
         return onehot
 
-    def describe_selection(self, selection: torch.Tensor):
+    def describe_selection(self, selection: torch.Tensor, granularity: Optional[str] = None):
         """Task-wise: the model name. Layer-wise: blocks won per model."""
         names = self.source.names
-        if self.granularity == "task":
+        if (granularity or self.granularity) == "task":
             return names[int(selection[0])]
         counts: Dict[str, int] = {}
         for index in selection.tolist():
@@ -156,10 +210,11 @@ class FrankWolfeBase:
         task.) If no admissible choice is left, the plain selection is kept: the probe only
         reorders the LMO's choices.
         """
-        excluded: List[int] = []
+        excluded: List[int] = list(self.screened)
         first = selections = select(excluded)
         if self.probe_step <= 0:
             return [s for s, _ in selections], []
+        screened = len(excluded)
         verdicts: Dict[int, bool] = {}
         for _ in range(self.max_probe_rounds):
             newly_rejected = []
@@ -169,7 +224,7 @@ class FrankWolfeBase:
                 if not verdicts[vertex]:
                     newly_rejected.append(vertex)
             if not newly_rejected:
-                return [s for s, _ in selections], [self.source.names[v] for v in excluded]
+                return [s for s, _ in selections], [self.source.names[v] for v in excluded[screened:]]
             excluded.extend(newly_rejected)
             if len(excluded) >= len(self.source.names):
                 break
@@ -206,7 +261,7 @@ class FrankWolfeHard(FrankWolfeBase):
         timings["time_lmo_s"] = time.perf_counter() - clock
         del evaluated.grad
         (selection,), rejected = self.admissible(state, evaluated, lambda excluded: [(select_hard(scores, self.granularity, self.score, excluded), ["total"])])
-        gap = fw_gap(scores, select_hard(scores, self.granularity, self.score))  # over all vertices
+        gap = fw_gap(scores, self.gap_vertex(scores, self.granularity))  # over every admitted vertex
         record: Dict[str, Any] = {
             "selected": self.describe_selection(selection),
             "rejected": rejected,
@@ -216,7 +271,7 @@ class FrankWolfeHard(FrankWolfeBase):
             **timings,
         }
         if gap <= self.gap_tol:
-            record.update(stopped=True, loss_after=evaluated.loss, step_size=0.0)
+            record.update(stopped=True, loss_after=evaluated.loss, step_size=0.0, relative_decrease=0.0)
             return record
         (vertex,) = assemble(self.source, [selection], self.block_names, theta)
         direction = {name: vertex[name] - theta[name] for name in self.block_names}
@@ -237,147 +292,6 @@ class FrankWolfeHard(FrankWolfeBase):
             loss_after = self.objective.loss(state.theta)
         state.weights = (1.0 - gamma) * state.weights + gamma * self.selection_onehot(selection)
         record.update(step_size=gamma, loss_after=loss_after)
+        self.progress(record, monotone=self.merge_fn is None and getattr(self.step_rule, "monotone", False))
         return record
 
-
-INNER_INITS = ("current", "uniform")
-
-
-@dataclass
-class FrankWolfeSoft(FrankWolfeBase):
-    """Soft FW: top-k vertices, coefficients on the simplex by projected gradient descent.
-
-    ``include_current`` adds theta_t itself as a point of the inner simplex, so
-    theta_{t+1} = l_0 theta_t + sum_j l_j s_j (l in the simplex); keeping theta_t feasible makes
-    every step a descent step. ``include_current=False`` is the paper's eq. 9 verbatim
-    (sum_j l_j = 1 over the top-k vertices only).
-    """
-
-    topk: int = 1
-    per_task_selection: bool = True
-    coefficients: str = "layer"  # "layer": one simplex per block, "model": one shared simplex
-    inner_steps: int = 20
-    inner_lr: float = 0.05
-    inner_optimizer: str = "adam"
-    include_current: bool = True
-    # where the coefficient search starts: "uniform" mix (then theta_t if that fails), or "current" = theta_t
-    inner_init: str = "uniform"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.inner_init not in INNER_INITS:
-            raise ValueError(f"unknown inner_init {self.inner_init!r}; allowed: {', '.join(INNER_INITS)}")
-        if self.inner_init == "current" and not self.include_current:
-            raise ValueError("inner_init='current' needs include_current=True (theta_t must be a point of the inner simplex)")
-        if self.topk < 1:
-            raise ValueError(f"topk must be >= 1, got {self.topk}")
-        if self.coefficients not in ("layer", "model"):
-            raise ValueError(f"unknown coefficients {self.coefficients!r}; allowed: layer, model")
-        if self.inner_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"unknown inner_optimizer {self.inner_optimizer!r}; allowed: adam, sgd")
-
-    def step(self, state: SolverState) -> Dict[str, Any]:
-        theta = state.theta
-        per_task = self.per_task_selection and len(self.objective.task_names) > 1
-        clock = time.perf_counter()
-        evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
-        timings = {"time_gradient_s": time.perf_counter() - clock}
-        task_rows = {f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()} if per_task else {}
-        weights = evaluated.task_weights or {}
-        derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
-        rows: Dict[str, ParamDict] = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
-        clock = time.perf_counter()
-        cosine = self.score == "cosine"
-        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=cosine, block_group=self.lmo_block_group)
-        if derive_total:
-            total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
-            scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
-        timings["time_lmo_s"] = time.perf_counter() - clock
-        del rows, evaluated.grad, evaluated.task_grads
-        selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
-        directions, rejected = self.admissible(
-            state, evaluated, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
-        )
-        # per-layer coefficients put theta_t in the product of per-block hulls, where the task-wise gap
-        # can be negative; the block-wise gap is the FW gap of that set (always >= 0 there)
-        gap_granularity = "layer" if self.coefficients == "layer" else self.granularity
-        gap = fw_gap(scores, select_hard(scores, gap_granularity, "inner_product"))
-        record: Dict[str, Any] = {
-            "selected": [self.describe_selection(d) for d in directions],
-            "rejected": rejected,
-            "fw_gap": gap,
-            "loss_before": evaluated.loss,
-            "stopped": False,
-            **timings,
-        }
-        if gap <= self.gap_tol:
-            record.update(stopped=True, loss_after=evaluated.loss, coefficients=None)
-            return record
-        vertices = assemble(self.source, directions, self.block_names, theta)
-        points = ([theta] if self.include_current else []) + vertices
-        point_weights = ([state.weights] if self.include_current else []) + [self.selection_onehot(d) for d in directions]
-        lam, loss_after = self.optimize_coefficients(points, evaluated.loss)
-        state.theta = combine(points, lam, self.block_names)
-        rows_lam = lam if lam.shape[0] > 1 else lam.expand(len(self.block_names), -1)
-        state.weights = sum(rows_lam[:, j : j + 1] * w for j, w in enumerate(point_weights))
-        point_labels = (["current"] if self.include_current else []) + [str(self.describe_selection(d)) for d in directions]
-        if lam.shape[0] == 1:
-            record["coefficients"] = {label: round(float(v), 6) for label, v in zip(point_labels, lam[0])}
-        else:
-            mean = lam.mean(0)
-            record["coefficients"] = {label: round(float(v), 6) for label, v in zip(point_labels, mean)}
-            record["coefficients_per_block"] = [[round(float(v), 6) for v in row] for row in lam]
-        record["loss_after"] = loss_after
-        # theta_t kept all the weight: the samples are fixed, so the next iteration would repeat this one
-        record["stalled"] = bool(self.include_current and not loss_after < evaluated.loss)
-        return record
-
-    def optimize_coefficients(self, points: Sequence[Mapping[str, torch.Tensor]], loss_current: float):
-        """Projected (Adam or plain) gradient descent on the simplex; returns the best iterate.
-
-        ``inner_init="uniform"`` starts from the uniform mix, which takes large steps early on; when
-        that search ends above l(theta_t) (theta_t is already a good mix) and theta_t is a point of
-        the simplex, a second search starts at theta_t itself, before the iteration counts as stalled.
-        ``"current"`` only does the second kind of search."""
-        m = len(points)
-        rows = len(self.block_names) if self.coefficients == "layer" else 1
-        at_current = torch.zeros((rows, m), dtype=torch.float64)
-        at_current[:, 0] = 1.0
-        starts = [torch.full((rows, m), 1.0 / m, dtype=torch.float64)] if self.inner_init == "uniform" else []
-        if self.include_current:
-            starts.append(at_current)
-        best_lam, best_loss = at_current, loss_current if self.include_current else math.inf
-        for start in starts:
-            lam, loss = self.projected_descent(points, start)
-            if loss < best_loss:
-                best_lam, best_loss = lam, loss
-                break  # improved on theta_t: no second search
-        return best_lam, best_loss
-
-    def projected_descent(self, points: Sequence[Mapping[str, torch.Tensor]], lam: torch.Tensor):
-        """``inner_steps`` projected steps from ``lam``; the best iterate seen and its loss."""
-        best_loss, best_lam = math.inf, lam.clone()
-        moment1 = torch.zeros_like(lam)
-        moment2 = torch.zeros_like(lam)
-        for step in range(1, self.inner_steps + 1):
-            evaluated = self.objective.loss_and_grad(combine(points, lam, self.block_names))
-            if evaluated.loss < best_loss:
-                best_loss, best_lam = evaluated.loss, lam.clone()
-            # d loss / d lam[b, j] = <g_b, p_j,b>; rows are centred because a shift common to a row
-            # does not change the simplex projection but would distort Adam's scale estimates.
-            grad = torch.stack([block_dots(evaluated.grad, p, self.block_names) for p in points], dim=1)
-            del evaluated
-            if lam.shape[0] == 1:
-                grad = grad.sum(0, keepdim=True)
-            grad = grad - grad.mean(dim=1, keepdim=True)
-            if self.inner_optimizer == "adam":
-                moment1.mul_(0.9).add_(grad, alpha=0.1)
-                moment2.mul_(0.999).addcmul_(grad, grad, value=0.001)
-                update = (moment1 / (1 - 0.9**step)) / ((moment2 / (1 - 0.999**step)).sqrt() + 1e-8)
-            else:
-                update = grad
-            lam = project_onto_simplex(lam - self.inner_lr * update)
-        final_loss = self.objective.loss(combine(points, lam, self.block_names))
-        if final_loss < best_loss:
-            best_loss, best_lam = final_loss, lam
-        return best_lam, best_loss

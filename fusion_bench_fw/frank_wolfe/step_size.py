@@ -1,7 +1,9 @@
 """Step-size rules for hard Frank-Wolfe: exact line search (eq. 3), open loop 2/(t+2), constant.
 
-Each rule is a small object with ``choose(iteration, loss_at)`` where ``loss_at(gamma)`` evaluates
-the objective at ``theta_t + gamma * (s_t - theta_t)``; only line search calls it.
+Each rule is a small object with ``choose(iteration, loss_at, loss_at_zero)`` where
+``loss_at(gamma)`` evaluates the objective at ``theta_t + gamma * (s_t - theta_t)``; only line
+search calls it. ``monotone`` says whether the rule never raises the objective (then a step that
+barely lowers it means the run has stalled, see the solver's ``min_rel_decrease``).
 """
 
 from __future__ import annotations
@@ -21,14 +23,22 @@ class LineSearch:
 
     ``evaluations`` bounds the number of objective evaluations (forward passes, no backward).
     The known loss at gamma = 0 and the loss at gamma = 1 are compared with the interior optimum,
-    so a direction that does not help gives gamma = 0 (no move) and a monotone decrease gives 1.
+    so a monotone decrease gives 1. When no tried gamma lowers the loss (the decrease lies below the
+    smallest gamma the golden section reached, as it does for a far vertex with strong curvature),
+    the step is halved from there up to ``backtracks`` times: for a descent direction (FW gap > 0)
+    of a smooth objective some small enough step always lowers it, which is what makes a FW
+    iteration with a positive gap make progress. A direction that does not help gives gamma = 0.
     """
 
     evaluations: int = 10
+    backtracks: int = 12
+    monotone = True
 
     def __post_init__(self):
         if self.evaluations < 3:
             raise ValueError(f"line search needs at least 3 evaluations, got {self.evaluations}")
+        if self.backtracks < 0:
+            raise ValueError(f"line search backtracks must be >= 0, got {self.backtracks}")
 
     def choose(self, iteration: int, loss_at: LossAt, loss_at_zero: float) -> Tuple[float, float]:
         lo, hi = 0.0, 1.0
@@ -49,6 +59,12 @@ class LineSearch:
                 candidates.append((x2, f2))
         candidates.append((1.0, loss_at(1.0)))
         gamma, loss = min(candidates, key=lambda pair: (pair[1], pair[0]))
+        trial = min(x for x, _ in candidates if x > 0)
+        for _ in range(self.backtracks if gamma == 0.0 else 0):
+            trial /= 2.0
+            value = loss_at(trial)
+            if value < loss_at_zero:
+                return trial, value
         return gamma, loss
 
 
@@ -58,6 +74,7 @@ class OpenLoop:
 
     scale: float = 1.0
     offset: int = 0
+    monotone = False
 
     def choose(self, iteration: int, loss_at: LossAt, loss_at_zero: float) -> Tuple[float, None]:
         return min(1.0, self.scale * 2.0 / (iteration + 2 + self.offset)), None
@@ -66,6 +83,7 @@ class OpenLoop:
 @dataclass
 class ConstantStep:
     value: float = 0.1
+    monotone = False
 
     def choose(self, iteration: int, loss_at: LossAt, loss_at_zero: float) -> Tuple[float, None]:
         return self.value, None

@@ -1,0 +1,208 @@
+"""Soft Frank-Wolfe (paper §3.3, Theorem 1): the selected vertices mixed by simplex coefficients.
+
+One iteration at theta_t:
+1. gradients of the total objective and of each objective task; one LMO pass scores every vertex;
+2. the FW gap over the set the coefficients can reach (layer-wise coefficients: the product of
+   per-block hulls, so the gap's vertex v is stitched per block; model-wise: whole vertices);
+3. the points of the inner simplex: theta_t, the top-k vertices of every task's row (the paper's
+   task-wise selection, after the descent probe) and v itself, the vertex that certifies the gap;
+4. a line search along v - theta_t (a plain FW step): its point is in the simplex, so the
+   coefficient search that follows, keeping its best iterate, ends at least as low. That is what
+   makes an iteration with a gap above ``gap_tol`` lower the objective, as Frank-Wolfe's theory
+   needs; without v (per-task selections only) the search can idle at a large gap;
+5. projected Adam (or SGD) on the coefficients, ``torch.optim`` steps followed by a projection
+   onto the simplex (one simplex per block for layer-wise coefficients).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from .lmo import assemble, fw_gap, score_vertices, select_soft, with_combined_row
+from .params import block_dots, combine
+from .simplex import project_onto_simplex
+from .solver import FrankWolfeBase, SolverState
+from .step_size import LineSearch
+
+# where the coefficient search starts: the uniform mix (then the FW step's point if that ends
+# higher), the FW step's point itself, or theta_t. The best point seen wins in every case.
+INNER_INITS = ("uniform", "fw_step", "current")
+INNER_OPTIMIZERS = ("adam", "sgd")
+COEFFICIENTS = ("layer", "model")
+
+
+@dataclass
+class FrankWolfeSoft(FrankWolfeBase):
+    """Soft FW: top-k vertices plus the gap's vertex, coefficients on the simplex.
+
+    ``include_current`` adds theta_t as a point of the inner simplex, so
+    theta_{t+1} = l_0 theta_t + sum_j l_j s_j (l in the simplex) and every step is a descent step.
+    ``include_current=False`` is the paper's eq. 9 verbatim (sum_j l_j = 1 over the selected
+    vertices only); it has no FW step to fall back on, so its progress is not guaranteed.
+    """
+
+    topk: int = 1
+    per_task_selection: bool = True
+    coefficients: str = "layer"  # "layer": one simplex per block, "model": one shared simplex
+    inner_steps: int = 20
+    inner_lr: float = 0.05
+    inner_optimizer: str = "adam"
+    include_current: bool = True
+    inner_init: str = "uniform"
+    line_search: LineSearch = field(default_factory=LineSearch)
+    # False drops the gap's vertex (and the FW step toward it) from the inner simplex: the
+    # selection-only simplex of version 0.1, which can idle at a large gap (kept as an ablation)
+    offer_gap_vertex: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        for option, value, allowed in (("inner_init", self.inner_init, INNER_INITS), ("coefficients", self.coefficients, COEFFICIENTS), ("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {option} {value!r}; allowed: {', '.join(allowed)}")
+        if self.inner_init != "uniform" and not self.include_current:
+            raise ValueError(f"inner_init={self.inner_init!r} needs include_current=True (theta_t must be a point of the inner simplex)")
+        if self.topk < 1:
+            raise ValueError(f"topk must be >= 1, got {self.topk}")
+        if self.inner_steps < 1 or self.inner_lr <= 0:
+            raise ValueError(f"inner_steps must be >= 1 and inner_lr > 0, got {self.inner_steps} and {self.inner_lr}")
+
+    @property
+    def gap_granularity(self) -> str:
+        # per-layer coefficients reach the product of per-block hulls, where the task-wise gap can be
+        # negative; the block-wise gap is the FW gap of that set (always >= 0 there)
+        return "layer" if self.coefficients == "layer" else self.granularity
+
+    def step(self, state: SolverState) -> Dict[str, Any]:
+        theta = state.theta
+        evaluated, scores, timings = self._gradients_and_scores(theta)
+        selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
+        directions, rejected = self.admissible(
+            state, evaluated, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
+        )
+        gap_vertex = self.gap_vertex(scores, self.gap_granularity)
+        gap = fw_gap(scores, gap_vertex)
+        record: Dict[str, Any] = {
+            "selected": [self.describe_selection(d) for d in directions],
+            "gap_vertex": self.describe_selection(gap_vertex, self.gap_granularity),
+            "rejected": rejected,
+            "fw_gap": gap,
+            "loss_before": evaluated.loss,
+            "stopped": False,
+            **timings,
+        }
+        if gap <= self.gap_tol:
+            record.update(stopped=True, loss_after=evaluated.loss, coefficients=None, relative_decrease=0.0)
+            return record
+        # the gap's vertex joins the selections unless one of them already is it
+        gap_index = next((j for j, d in enumerate(directions) if torch.equal(d, gap_vertex)), None)
+        offered = self.offer_gap_vertex and gap_index is None
+        selections = directions + [gap_vertex] if offered else directions
+        gap_index = len(directions) if gap_index is None else gap_index
+        vertices = assemble(self.source, selections, self.block_names, theta)
+        offset = 1 if self.include_current else 0
+        points = ([theta] if self.include_current else []) + vertices
+        point_weights = ([state.weights] if self.include_current else []) + [self.selection_onehot(d) for d in selections]
+        fw_start, fw_loss = None, math.inf
+        if self.include_current and gap_index < len(selections):
+            fw_start, fw_loss = self._fw_step(points, offset + gap_index, evaluated.loss)
+            record.update(fw_step_size=float(fw_start[0, offset + gap_index]), loss_fw_step=fw_loss)
+        lam, loss_after = self.optimize_coefficients(points, evaluated.loss, fw_start, fw_loss)
+        state.theta = combine(points, lam, self.block_names)
+        rows_lam = lam if lam.shape[0] > 1 else lam.expand(len(self.block_names), -1)
+        state.weights = sum(rows_lam[:, j : j + 1] * w for j, w in enumerate(point_weights))
+        labels = (["current"] if self.include_current else []) + [str(self.describe_selection(d)) for d in directions]
+        labels += ["gap vertex"] if offered else []
+        record["coefficients"] = {label: round(float(v), 6) for label, v in zip(labels, lam.mean(0))}
+        if lam.shape[0] > 1:
+            record["coefficients_per_block"] = [[round(float(v), 6) for v in row] for row in lam]
+        record["loss_after"] = loss_after
+        self.progress(record, monotone=self.include_current)
+        return record
+
+    def _gradients_and_scores(self, theta):
+        """Total and per-task gradients, then one LMO pass against the task rows (the total row's
+        products are derived from them when the objective says how it weighs its tasks)."""
+        per_task = self.per_task_selection and len(self.objective.task_names) > 1
+        clock = time.perf_counter()
+        evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
+        timings = {"time_gradient_s": time.perf_counter() - clock}
+        task_rows = {f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()} if per_task else {}
+        weights = evaluated.task_weights or {}
+        derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
+        rows = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
+        clock = time.perf_counter()
+        cosine = self.score == "cosine"
+        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=cosine, block_group=self.lmo_block_group)
+        if derive_total:
+            total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
+            scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
+        timings["time_lmo_s"] = time.perf_counter() - clock
+        del rows, evaluated.grad, evaluated.task_grads
+        return evaluated, scores, timings
+
+    def _fw_step(self, points, column: int, loss_current: float) -> Tuple[torch.Tensor, float]:
+        """Line search from theta_t (point 0) toward point ``column``; its coefficients and loss."""
+        theta, target = points[0], points[column]
+
+        def loss_at(gamma: float) -> float:
+            return self.objective.loss({name: theta[name] + gamma * (target[name] - theta[name]) for name in self.block_names})
+
+        gamma, loss = self.line_search.choose(0, loss_at, loss_current)
+        rows = len(self.block_names) if self.coefficients == "layer" else 1
+        start = torch.zeros((rows, len(points)), dtype=torch.float64)
+        start[:, 0] = 1.0 - gamma
+        start[:, column] += gamma
+        return start, (loss if gamma > 0 else loss_current)
+
+    def optimize_coefficients(self, points: Sequence[Mapping[str, torch.Tensor]], loss_current: float, fw_start: Optional[torch.Tensor] = None, fw_loss: float = math.inf):
+        """The coefficient search; returns the best point seen, never worse than the FW step's.
+
+        ``inner_init="uniform"`` starts from the uniform mix, which takes large steps early on; when
+        that search ends above the FW step's point (theta_t is already a good mix), a second search
+        starts there. ``"fw_step"`` and ``"current"`` search once, from that point or from theta_t."""
+        m = len(points)
+        rows = len(self.block_names) if self.coefficients == "layer" else 1
+        best_lam, best_loss = (fw_start, fw_loss) if fw_start is not None else (None, math.inf)
+        at_current = torch.zeros((rows, m), dtype=torch.float64)
+        at_current[:, 0] = 1.0
+        if self.include_current and loss_current < best_loss:
+            best_lam, best_loss = at_current, loss_current
+        starts = {"uniform": [torch.full((rows, m), 1.0 / m, dtype=torch.float64)] + ([best_lam] if self.include_current else []), "fw_step": [best_lam], "current": [at_current]}[self.inner_init]
+        for start in starts:
+            lam, loss = self.projected_descent(points, start)
+            if loss < best_loss:
+                best_lam, best_loss = lam, loss
+            if best_loss < fw_loss:
+                break  # improved on the FW step: no second search
+        return best_lam, best_loss
+
+    def projected_descent(self, points: Sequence[Mapping[str, torch.Tensor]], start: torch.Tensor):
+        """``inner_steps`` optimizer steps from ``start``, each projected onto the simplex; returns the
+        best iterate seen and its loss."""
+        lam = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([lam], lr=self.inner_lr) if self.inner_optimizer == "adam" else torch.optim.SGD([lam], lr=self.inner_lr)
+        best_loss, best_lam = math.inf, start.clone()
+        for _ in range(self.inner_steps):
+            evaluated = self.objective.loss_and_grad(combine(points, lam.detach(), self.block_names))
+            if evaluated.loss < best_loss:
+                best_loss, best_lam = evaluated.loss, lam.detach().clone()
+            # d loss / d lam[b, j] = <g_b, p_j,b>; rows are centred because a shift common to a row
+            # does not change the simplex projection but would distort Adam's scale estimates
+            grad = torch.stack([block_dots(evaluated.grad, p, self.block_names) for p in points], dim=1)
+            del evaluated
+            if lam.shape[0] == 1:
+                grad = grad.sum(0, keepdim=True)
+            lam.grad = grad - grad.mean(dim=1, keepdim=True)
+            optimizer.step()
+            with torch.no_grad():
+                lam.copy_(project_onto_simplex(lam))
+        final = lam.detach()
+        final_loss = self.objective.loss(combine(points, final, self.block_names))
+        if final_loss < best_loss:
+            best_loss, best_lam = final_loss, final.clone()
+        return best_lam, best_loss
