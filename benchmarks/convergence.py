@@ -55,12 +55,34 @@ def summarize(log_dir: Path, eval_tasks: List[str]) -> Dict:
         "gaps": [round(r["fw_gap"], 5) for r in iterations],
         "objectives": [round(r["loss_after"], 5) for r in iterations],
         "iterations": len(iterations),
-        "idle_iterations": sum(1 for x in relative[1:] if x < 1e-4),
+        # iterations after the first that lowered the objective by < 1e-4 (relative) and did not end the run
+        "idle_iterations": sum(1 for x in relative[1:-1] if x < 1e-4),
         "stop_reason": summary.get("stop_reason"),
         "time_iterating_s": round(sum(r.get("time_s", 0.0) for r in iterations), 1),
         "weights": {k: v for k, v in sorted(summary.get("weights", {}).items(), key=lambda kv: -abs(kv[1]))[:6]},
         "screened": summary.get("screened"),
     }
+
+
+def write_report(results: Dict, path: Path) -> None:
+    """The markdown table of every row so far, each with its commit; the commands below it."""
+    rows = results["rows"]
+    tasks = list(rows[0]["accuracy"]) if rows else []
+    lines = [
+        "# FW convergence: objective, FW gap and accuracy per run", "",
+        f"Machine: {results['machine'].get('cpu_cores')} cores, {results['machine'].get('memory_gib')} GiB, torch {results['machine'].get('torch')}, CUDA {results['machine'].get('cuda')}.", "",
+        "| run | commit | final objective | FW gap first -> final (ratio) | iterations (idle) | stop | per-task accuracy | avg | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        accuracy = ", ".join(f"{t} {a:.1f}" for t, a in r["accuracy"].items())
+        stop = (r["stop_reason"] or "").split(":")[0]
+        lines.append(
+            f"| {r['name']} | {r['commit']} | {r['objective_final']:.4f} | {r['gap_first']:.3f} -> {r['gap_final']:.4f} ({r['gap_final'] / r['gap_first']:.3f}) "
+            f"| {r['iterations']} ({r['idle_iterations']}) | {stop} | {accuracy} | **{r['average']:.2f}** | {r['wall_s']:.0f} |"
+        )
+    lines += ["", "Commands:", ""] + [f"- `{r['name']}`: `{r['command']}`" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -71,6 +93,7 @@ def main() -> int:
     parser.add_argument("--tag", default="after", help="label of these rows in the table (e.g. before / after)")
     parser.add_argument("--override", action="append", default=[], help="extra fusion_bench override for every row")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "convergence"))
+    parser.add_argument("--resummarize", action="store_true", help="re-read the kept run folders of every row, rewrite the table, run nothing")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -84,6 +107,13 @@ def main() -> int:
     results_file = out / "convergence.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {"machine": machine_description(), "rows": []}
     modelpool, taskpool = POOLS[args.pool]
+    if args.resummarize:
+        for entry in results["rows"]:
+            tasks = list(load_manifest(ensure_built(entry["pool"], seed=0)).eval_tasks)
+            entry.update(summarize(out / "runs" / entry["name"], tasks))
+        results_file.write_text(json.dumps(results, indent=1))
+        write_report(results, out / "convergence.md")
+        return 0
     for row in [r for r in args.rows.split(",") if r]:
         name = "_".join([args.pool, row, args.tag] + [o.split("=")[-1] for o in args.override])
         log_dir = out / "runs" / name
@@ -102,6 +132,7 @@ def main() -> int:
         }
         results["rows"] = [r for r in results["rows"] if r["name"] != name] + [entry]
         results_file.write_text(json.dumps(results, indent=1))
+        write_report(results, out / "convergence.md")
         print(f"[convergence] {name}: avg {entry['average']}, objective {entry['objective_final']:.4f}, gap {entry['gap_first']:.3f} -> {entry['gap_final']:.4f}, {entry['stop_reason']}", flush=True)
     return 0
 

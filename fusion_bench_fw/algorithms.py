@@ -22,7 +22,7 @@ from fusion_bench.mixins.clip_classification import CLIPClassificationMixin
 from fusion_bench.utils import cache_utils
 
 from .checkpoints import PoolCheckpoints
-from .frank_wolfe import GRANULARITIES, INNER_INITS, SCORES, STEP_RULES, FrankWolfeHard, FrankWolfeSoft, SolverState, make_step_rule
+from .frank_wolfe import GRANULARITIES, HARD_VARIANTS, INNER_INITS, SCORES, STEP_RULES, FrankWolfeHard, FrankWolfeSoft, SolverState, make_step_rule
 from .frank_wolfe.params import ParamDict
 from .merge_functions import MERGE_FUNCTIONS, ties_merge_fn
 from .resume import RunCheckpoint, fingerprint
@@ -395,11 +395,15 @@ class FWHard(FrankWolfeMergingBase):
         merge_fn: str = "convex",
         ties_threshold: float = 20,
         init: str = "task_arithmetic",
+        variant: str = "fw",
         **kwargs,
     ):
         super().__init__(max_iters=max_iters, granularity=granularity, init=init, **kwargs)
         _allowed("step_rule", step_rule, STEP_RULES)
         _allowed("merge_fn", merge_fn, MERGE_FUNCTIONS)
+        _allowed("variant", variant, HARD_VARIANTS)
+        if variant == "pairwise" and merge_fn != "convex":
+            raise ValueError(f"variant=pairwise moves exact convex weights between models: use merge_fn=convex (got merge_fn={merge_fn})")
         if not 0 < float(step_size) <= 1:
             raise ValueError(f"step_size must be in (0, 1], got {step_size}")
         if float(open_loop_scale) <= 0:
@@ -419,7 +423,7 @@ class FWHard(FrankWolfeMergingBase):
         return FrankWolfeHard(
             objective=objective, source=source, block_names=block_names, labels=labels, vertex_columns=vertex_columns,
             granularity=self.granularity, score=self.lmo_score, max_iters=self.max_iters, gap_tol=self.gap_tol,
-            on_iteration=on_iteration, step_rule=rule, merge_fn=merge, **self.solver_kwargs(),
+            on_iteration=on_iteration, step_rule=rule, merge_fn=merge, variant=self.variant, **self.solver_kwargs(),
         )
 
 

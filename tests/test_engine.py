@@ -825,3 +825,36 @@ def test_soft_fw_derives_the_total_row_and_follows_the_same_path(score, monkeypa
     assert [r["selected"] for r in derived.trajectory] == [r["selected"] for r in direct.trajectory]
     assert [r["fw_gap"] for r in derived.trajectory] == pytest.approx([r["fw_gap"] for r in direct.trajectory], rel=1e-9, abs=1e-12)
     assert torch.allclose(derived.weights, direct.weights, atol=1e-9)
+
+
+def test_pairwise_fw_removes_a_bad_vertex_that_vanilla_fw_only_shrinks():
+    """Optimum (0.5, 0) on the edge v0-v1, theta_0 holding 0.25 of the off-edge vertex v2: vanilla FW
+    keeps a factor prod(1 - gamma_t) of v2 forever; a pairwise step moves v2's weight away whole."""
+    eye = {k: torch.eye(2, dtype=torch.float64) for k in BLOCKS}
+    problem = LeastSquares(eye, {k: torch.tensor([0.5, 0.0], dtype=torch.float64) for k in BLOCKS})
+    corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)]
+    points = [{k: torch.tensor(c, dtype=torch.float64) for k in BLOCKS} for c in corners]
+    start = torch.tensor([[0.5, 0.25, 0.25]] * len(BLOCKS), dtype=torch.float64)
+    finals = {}
+    for variant in ("fw", "pairwise"):
+        theta = {k: sum(float(w) * p[k] for w, p in zip(start[0], points)) for k in BLOCKS}
+        state = SolverState(theta=theta, weights=start.clone(), weights_exact=True)
+        solver = FrankWolfeHard(**solver_kwargs(problem, hull_source(points), max_iters=6, granularity="task", min_rel_decrease=0.0), step_rule=LineSearch(evaluations=40), variant=variant)
+        solver.run(state)
+        losses = [problem.loss(theta)] + [r["loss_after"] for r in state.trajectory]
+        assert all(b <= a + 1e-15 for a, b in zip(losses, losses[1:]))
+        rebuilt = {k: sum(state.weights[b, v] * points[v][k] for v in range(3)) for b, k in enumerate(BLOCKS)}
+        assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-12)
+        assert (state.weights >= -1e-12).all() and torch.allclose(state.weights.sum(1), torch.ones(2, dtype=torch.float64))
+        finals[variant] = (float(state.weights[0, 2]), problem.loss(state.theta), state.trajectory)
+    assert finals["pairwise"][0] == 0.0 and finals["pairwise"][1] < 1e-12
+    assert finals["fw"][0] > 1e-3 and finals["fw"][1] > 1e-6
+    assert finals["pairwise"][2][0]["away"] == "m2"
+
+
+def test_pairwise_needs_exact_convex_weights():
+    problem, points = make_problem()
+    with pytest.raises(ValueError, match="allowed: fw, pairwise"):
+        FrankWolfeHard(**solver_kwargs(problem, hull_source(points)), step_rule=LineSearch(), variant="away")
+    with pytest.raises(ValueError, match="use merge_fn=convex"):
+        FrankWolfeHard(**solver_kwargs(problem, hull_source(points)), step_rule=LineSearch(), variant="pairwise", merge_fn=lambda a, b, g: a)

@@ -246,10 +246,26 @@ class FrankWolfeBase:
 
 @dataclass
 class FrankWolfeHard(FrankWolfeBase):
-    """Algorithm 1: s_t = argmin LMO, theta_{t+1} = MergeFn(theta_t, s_t, gamma_t)."""
+    """Algorithm 1: s_t = argmin LMO, theta_{t+1} = MergeFn(theta_t, s_t, gamma_t).
+
+    ``variant="pairwise"`` (pairwise FW, Lacoste-Julien & Jaggi 2015) moves weight from the worst
+    vertex theta_t holds (per block: the active vertex with the largest linear term, the "away"
+    vertex) to the LMO vertex: theta + gamma * w_a (s - a), gamma in [0, 1], w_a the away vertex's
+    weight. Vanilla FW can only shrink a bad vertex's weight by (1 - gamma) per step; a pairwise step
+    removes it, which is what keeps many irrelevant models from lingering in the merge. It needs
+    theta_t inside the hull (non-negative exact weights); otherwise the iteration takes the FW step.
+    """
 
     step_rule: Any = None  # a step_size rule object
     merge_fn: Optional[MergeFn] = None  # None: convex combination (exact weights)
+    variant: str = "fw"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.variant not in HARD_VARIANTS:
+            raise ValueError(f"unknown FW-hard variant {self.variant!r}; allowed: {', '.join(HARD_VARIANTS)}")
+        if self.variant == "pairwise" and self.merge_fn is not None:
+            raise ValueError("the pairwise variant moves exact convex weights: use merge_fn=convex with it")
 
     def step(self, state: SolverState) -> Dict[str, Any]:
         theta = state.theta
@@ -273,8 +289,18 @@ class FrankWolfeHard(FrankWolfeBase):
         if gap <= self.gap_tol:
             record.update(stopped=True, loss_after=evaluated.loss, step_size=0.0, relative_decrease=0.0)
             return record
-        (vertex,) = assemble(self.source, [selection], self.block_names, theta)
-        direction = {name: vertex[name] - theta[name] for name in self.block_names}
+        away = self.away_vertex(scores, state) if self.variant == "pairwise" and state.in_hull() else None
+        if away is None:
+            (vertex,) = assemble(self.source, [selection], self.block_names, theta)
+            direction = {name: vertex[name] - theta[name] for name in self.block_names}
+            new_weights = self.selection_onehot(selection) - state.weights
+        else:
+            away_index, scale = away
+            vertex, away_point = assemble(self.source, [selection, away_index], self.block_names, theta)
+            direction = {name: float(scale[b]) * (vertex[name] - away_point[name]) for b, name in enumerate(self.block_names)}
+            new_weights = scale.unsqueeze(1) * (self.selection_onehot(selection) - self.selection_onehot(away_index))
+            record["away"] = self.describe_selection(away_index)
+            del away_point
         del vertex
 
         def loss_at(gamma: float) -> float:
@@ -290,8 +316,26 @@ class FrankWolfeHard(FrankWolfeBase):
             loss_after = None
         if loss_after is None:
             loss_after = self.objective.loss(state.theta)
-        state.weights = (1.0 - gamma) * state.weights + gamma * self.selection_onehot(selection)
+        state.weights = state.weights + gamma * new_weights
         record.update(step_size=gamma, loss_after=loss_after)
         self.progress(record, monotone=self.merge_fn is None and getattr(self.step_rule, "monotone", False))
         return record
 
+    def away_vertex(self, scores, state: SolverState) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per block, the active vertex (weight > 0) with the largest linear term <g_b, v_b>, and its
+        weight there (the most a pairwise step can move); None if no vertex holds weight anywhere."""
+        columns = torch.tensor(self.vertex_columns, dtype=torch.long)
+        held = state.weights[:, columns].t()  # [vertices, blocks]
+        linear = scores.block_scores("inner_product")
+        if self.granularity == "task":
+            held = held.min(dim=1, keepdim=True).values.expand_as(held)
+            linear = linear.sum(dim=1, keepdim=True).expand_as(linear)
+        masked = torch.where(held > 1e-12, linear, torch.full_like(linear, -float("inf")))
+        index = masked.argmax(dim=0)
+        scale = held.gather(0, index.unsqueeze(0)).squeeze(0).clamp_min(0.0)
+        if not bool((scale > 0).any()):
+            return None
+        return index, scale
+
+
+HARD_VARIANTS = ("fw", "pairwise")
