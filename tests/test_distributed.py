@@ -44,8 +44,14 @@ def test_two_process_ddp_matches_one_process(method, micro_pool, tmp_path):
     double, double_traj = run(method, 2, tmp_path, micro_pool.cache_dir)
     assert [r["selected"] for r in single_traj["iterations"]] == [r["selected"] for r in double_traj["iterations"]]
     assert set(single) == set(double)
+    # the objective agrees to float rounding of the cross-rank sums at every iteration ...
+    for a, b in zip(single_traj["iterations"], double_traj["iterations"]):
+        assert b["loss_after"] == pytest.approx(a["loss_after"], rel=1e-5)
+        assert b.get("fw_step_size") == a.get("fw_step_size")
+    # ... and so do the weights; FW-soft's Adam normalises every block's coefficient gradient, which
+    # turns those 1e-7 differences into ~1e-4 on blocks whose gradient is near zero
     worst = max((single[k] - double[k]).abs().max().item() for k in single)
-    assert worst <= 1e-5, worst
+    assert worst <= (1e-5 if method == "fw_hard" else 1e-3), worst
     # both processes really took part: the LMO was sharded, each rank read half the checkpoints
     assert double_traj["config"]["algorithm"] in ("FWHard", "FWSoft")
     assert double_traj["summary"]["checkpoint_loads"] < single_traj["summary"]["checkpoint_loads"]

