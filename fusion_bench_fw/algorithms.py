@@ -394,8 +394,8 @@ class FWHard(FrankWolfeMergingBase):
         line_search_evals: int = 10,
         merge_fn: str = "convex",
         ties_threshold: float = 20,
-        init: str = "task_arithmetic",
-        variant: str = "fw",
+        init: str = "pretrained",
+        variant: str = "pairwise",
         **kwargs,
     ):
         super().__init__(max_iters=max_iters, granularity=granularity, init=init, **kwargs)
