@@ -119,6 +119,7 @@ def main() -> int:
         log_dir = out / "runs" / name
         command = [FUSION_BENCH, *ROWS[row], f"modelpool={modelpool}", f"taskpool={taskpool}", f"path.log_dir={log_dir}", "print_config=false", *args.override]
         print(f"[convergence] {name}: {shlex.join(command[1:])}", flush=True)
+        commit = commit_of(tree)  # of the code that runs: taken before it starts
         started = time.perf_counter()
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
@@ -126,7 +127,7 @@ def main() -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         entry = {
-            "name": name, "pool": args.pool, "row": row, "tag": args.tag, "commit": commit_of(tree),
+            "name": name, "pool": args.pool, "row": row, "tag": args.tag, "commit": commit,
             "command": ("PYTHONPATH=" + str(tree) + " " if args.tree else "") + shlex.join(["fusion_bench", *command[1:]]),
             "wall_s": round(seconds, 1), **summarize(log_dir, eval_tasks),
         }
