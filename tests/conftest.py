@@ -87,9 +87,11 @@ def micro_pool(micro_cache_dir) -> MicroPool:
 
 
 @pytest.fixture(scope="session")
-def mini_cache_dir(tmp_path_factory) -> Path:
-    """A session-wide cache root for the mini pool (never the user's ~/.cache)."""
-    return tmp_path_factory.mktemp("mini_cache")
+def mini_cache_dir(micro_cache_dir) -> Path:
+    """The session's cache root for the mini pool (never the user's ~/.cache unless
+    FUSION_BENCH_FW_CACHE says so): the same as the algorithm tests', so one run builds the micro
+    pool once."""
+    return micro_cache_dir
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,7 @@ def test_modelpool_exposes_the_build_to_stock_fusion_bench(mini_cache_dir, mini_
     assert type(again) is MiniCLIPVisionModelPool and again.model_names == ["colors", "scenes"]
 
 
+@pytest.mark.slow
 def test_extra_models_join_the_pool_without_datasets(mini_cache_dir, mini_micro_manifest, tmp_path):
     """`modelpool.extra_models` adds outside checkpoints (the noisy-model benchmark's way in)."""
     from fusion_bench.utils import instantiate
@@ -97,6 +98,7 @@ def test_extra_models_join_the_pool_without_datasets(mini_cache_dir, mini_micro_
         MiniCLIPVisionModelPool("micro", cache_dir=str(mini_cache_dir), extra_models={"scenes": str(tmp_path / "outsider")})
 
 
+@pytest.mark.slow
 def test_taskpool_first_n_replaces_the_configs_whole_group_selection(mini_cache_dir, mini_micro_manifest):
     """taskpool=..._all plus taskpool.first_n=3 (the relevant-addition curve) means the first 3 tasks."""
     m = mini_micro_manifest
