@@ -30,10 +30,6 @@ def block_dots(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], nam
     return torch.stack(dots).to(device="cpu", dtype=torch.float64)
 
 
-def clone_params(params: Mapping[str, torch.Tensor]) -> ParamDict:
-    return {name: tensor.detach().clone() for name, tensor in params.items()}
-
-
 def combine(points: Sequence[Mapping[str, torch.Tensor]], coefficients: torch.Tensor, names: Sequence[str]) -> ParamDict:
     """``sum_j coefficients[b, j] * points[j][b]`` for every block ``b``.
 

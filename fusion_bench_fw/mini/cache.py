@@ -133,8 +133,3 @@ def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None) -> Path:
     if not is_complete(final, variant, seed):
         raise RuntimeError(f"mini pool build at {final} did not complete")
     return final
-
-
-def load_built_manifest(variant: str = "ta20", seed: int = 0, cache_dir: Optional[str] = None) -> Manifest:
-    """Ensure the pool is built and return its manifest with absolute paths."""
-    return Manifest.load(ensure_built(variant, seed, cache_dir))
