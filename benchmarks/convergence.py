@@ -34,7 +34,9 @@ ROWS = {"fw_soft": ["method=fw_soft"], "fw_hard": ["method=fw_hard"]}
 
 def commit_of(tree: Path) -> str:
     head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    # uncommitted changes to the code that runs (the package, its configs, the benchmark scripts)
+    code = ["fusion_bench_fw", "config", "hydra_plugins", "benchmarks/*.py"]
+    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no", "--", *code], capture_output=True, text=True).stdout.strip()
     return head + ("+dirty" if dirty else "")
 
 

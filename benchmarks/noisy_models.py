@@ -82,10 +82,11 @@ def main() -> int:
     pools = [("clean", [])] + [(kind, [f"modelpool.extra_models={{noisy:{noisy_dirs[kind]}}}"]) for kind in kinds]
     for method in methods:
         for pool, extra in pools:
+            commit = commit_of(ROOT)  # of the code that runs: taken before it starts
             result = run_method(method, specs[method], modelpool="mini-clip_TA20", taskpool="mini-clip_TA20", out_dir=out / "runs" / pool, extra=[*extra, *args.override])
             accuracy = None if result.error else 100 * sum(result.accuracy[t] for t in eval_tasks) / len(eval_tasks)
             row = rows.setdefault(method, {"label": specs[method].label})
-            row[pool] = {"accuracy": accuracy, "command": result.command, "seconds": round(result.seconds, 1), "commit": commit_of(ROOT)}
+            row[pool] = {"accuracy": accuracy, "command": result.command, "seconds": round(result.seconds, 1), "commit": commit}
             if pool != "clean" and method.startswith("fw_") and not result.error:
                 log_dir = out / "runs" / pool / "runs" / method
                 trajectory = json.loads(max(log_dir.glob("fw_trajectory*.json"), key=lambda p: p.stat().st_mtime).read_text())
@@ -100,7 +101,7 @@ def main() -> int:
     fmt = lambda v: "failed" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [
         "# Noisy models on mini-TA20 (paper Fig. 1c analog)", "",
-        f"Command: `{command}` (commit {commit_of(ROOT)})  ", f"Machine: {payload['machine']}", "",
+        f"Command: `{command}`; commits of the runs: {', '.join(sorted({c['commit'] for r in rows.values() for k, c in r.items() if isinstance(c, dict)}))}  ", f"Machine: {payload['machine']}", "",
         f"Pool: the 20 mini-TA20 models, clean or plus one noisy vision tower (seed {args.noise_seed}): {', '.join(kinds)}. "
         f"Average accuracy (%) on the eval tasks {', '.join(eval_tasks)}. Goal for FW: drop <= {GOAL_POINTS} points, the noisy model never selected.", "",
         "| method | noisy model | clean | + noisy | drop | distance from pretrained | screened out | ever selected | final weight | goal |",
