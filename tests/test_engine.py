@@ -858,3 +858,32 @@ def test_pairwise_needs_exact_convex_weights():
         FrankWolfeHard(**solver_kwargs(problem, hull_source(points)), step_rule=LineSearch(), variant="away")
     with pytest.raises(ValueError, match="use merge_fn=convex"):
         FrankWolfeHard(**solver_kwargs(problem, hull_source(points)), step_rule=LineSearch(), variant="pairwise", merge_fn=lambda a, b, g: a)
+
+
+def test_line_search_halves_its_step_when_the_golden_section_finds_no_decrease():
+    """The minimum at 0.001 lies below every point a 10-evaluation golden section tries (the
+    smallest is ~0.056, already worse than gamma = 0); halving from there finds a decrease."""
+    def loss_at(gamma):
+        return (gamma - 0.001) ** 2
+
+    gamma, loss = LineSearch(evaluations=10).choose(0, loss_at, loss_at_zero=loss_at(0.0))
+    assert 0 < gamma < 0.002 and loss < loss_at(0.0)
+    assert LineSearch(evaluations=10, backtracks=0).choose(0, loss_at, loss_at_zero=loss_at(0.0))[0] == 0.0
+
+
+def test_an_affine_start_is_reported_outside_the_hull_and_takes_plain_fw_steps():
+    """Task-arithmetic-like weights (-0.5 on theta_0): the gap is no certificate there, and the
+    pairwise variant, which needs non-negative weights, falls back to the FW step."""
+    problem, points = make_problem(seed=5)
+    weights = torch.tensor([[-0.5, 0.5, 0.5, 0.5, 0.0, 0.0]] * len(BLOCKS), dtype=torch.float64)
+    theta = {k: sum(float(w) * p[k] for w, p in zip(weights[0], points)) for k in BLOCKS}
+    state = SolverState(theta=theta, weights=weights, weights_exact=True)
+    assert not state.in_hull()
+    # a 10% step keeps 0.9 x -0.5 on theta_0: still outside the hull after the iteration
+    FrankWolfeHard(**solver_kwargs(problem, hull_source(points), max_iters=1), step_rule=make_step_rule("constant", step_size=0.1), variant="pairwise").run(state)
+    record = state.trajectory[0]
+    assert "away" not in record and record["step_size"] == 0.1
+    expected = 0.9 * -0.5 + (0.1 if record["selected"] == "_pretrained_" else 0.0)  # a vanilla FW step
+    assert record["in_hull"] is False and float(state.weights[0, 0]) == pytest.approx(expected)
+    rebuilt = {k: sum(state.weights[b, v] * points[v][k] for v in range(len(points))) for b, k in enumerate(BLOCKS)}
+    assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-9)

@@ -84,7 +84,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         directions, rejected = self.admissible(
             state, evaluated, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
         )
-        gap_vertex = self.gap_vertex(scores, self.gap_granularity)
+        gap_vertex = self.gap_vertex(scores)
         gap = fw_gap(scores, gap_vertex)
         record: Dict[str, Any] = {
             "selected": [self.describe_selection(d) for d in directions],
@@ -98,19 +98,21 @@ class FrankWolfeSoft(FrankWolfeBase):
         if gap <= self.gap_tol:
             record.update(stopped=True, loss_after=evaluated.loss, coefficients=None, relative_decrease=0.0)
             return record
-        # the gap's vertex joins the selections unless one of them already is it
+        # the gap's vertex joins the selections unless one of them already is it (gap_index: its
+        # position among the selections; None only in the ablation without it)
         gap_index = next((j for j, d in enumerate(directions) if torch.equal(d, gap_vertex)), None)
         offered = self.offer_gap_vertex and gap_index is None
         selections = directions + [gap_vertex] if offered else directions
-        gap_index = len(directions) if gap_index is None else gap_index
+        if offered:
+            gap_index = len(directions)
         vertices = assemble(self.source, selections, self.block_names, theta)
-        offset = 1 if self.include_current else 0
         points = ([theta] if self.include_current else []) + vertices
         point_weights = ([state.weights] if self.include_current else []) + [self.selection_onehot(d) for d in selections]
         fw_start, fw_loss = None, math.inf
-        if self.include_current and gap_index < len(selections):
-            fw_start, fw_loss = self._fw_step(points, offset + gap_index, evaluated.loss)
-            record.update(fw_step_size=float(fw_start[0, offset + gap_index]), loss_fw_step=fw_loss)
+        if self.include_current and gap_index is not None:
+            column = 1 + gap_index  # theta_t is point 0
+            fw_start, fw_loss = self._fw_step(points, column, evaluated.loss)
+            record.update(fw_step_size=float(fw_start[0, column]), loss_fw_step=fw_loss)
         lam, loss_after = self.optimize_coefficients(points, evaluated.loss, fw_start, fw_loss)
         state.theta = combine(points, lam, self.block_names)
         rows_lam = lam if lam.shape[0] > 1 else lam.expand(len(self.block_names), -1)
@@ -157,7 +159,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         start = torch.zeros((rows, len(points)), dtype=torch.float64)
         start[:, 0] = 1.0 - gamma
         start[:, column] += gamma
-        return start, (loss if gamma > 0 else loss_current)
+        return start, loss  # the line search returns loss_current itself when gamma = 0
 
     def optimize_coefficients(self, points: Sequence[Mapping[str, torch.Tensor]], loss_current: float, fw_start: Optional[torch.Tensor] = None, fw_loss: float = math.inf):
         """The coefficient search; returns the best point seen, never worse than the FW step's.

@@ -170,10 +170,10 @@ class FrankWolfeBase:
         hull = "the product of per-parameter hulls" if self.gap_granularity == "layer" else "the hull"
         return f"{hull} of the {admitted} admitted vertices"
 
-    def gap_vertex(self, scores, granularity: str) -> torch.Tensor:
-        """The LMO vertex of the total gradient over the admitted vertices (per block if layer-wise):
-        the vertex that certifies the FW gap, whatever score ranks the candidates."""
-        return select_hard(scores, granularity, "inner_product", self.screened)
+    def gap_vertex(self, scores) -> torch.Tensor:
+        """The LMO vertex of the total gradient over the admitted vertices (per block if the gap's
+        set is layer-wise): the vertex that certifies the FW gap, whatever score ranks the candidates."""
+        return select_hard(scores, self.gap_granularity, "inner_product", self.screened)
 
     def summarize_weights(self, weights: torch.Tensor, block_sizes: torch.Tensor) -> Dict[str, float]:
         """Parameter-count-weighted average of the per-block weights, per label."""
@@ -277,7 +277,7 @@ class FrankWolfeHard(FrankWolfeBase):
         timings["time_lmo_s"] = time.perf_counter() - clock
         del evaluated.grad
         (selection,), rejected = self.admissible(state, evaluated, lambda excluded: [(select_hard(scores, self.granularity, self.score, excluded), ["total"])])
-        gap = fw_gap(scores, self.gap_vertex(scores, self.granularity))  # over every admitted vertex
+        gap = fw_gap(scores, self.gap_vertex(scores))  # over every admitted vertex
         record: Dict[str, Any] = {
             "selected": self.describe_selection(selection),
             "rejected": rejected,
