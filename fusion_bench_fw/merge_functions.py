@@ -15,8 +15,6 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from fusion_bench.method.ties_merging.ties_merging_utils import ties_merging
 
-MERGE_FUNCTIONS = ("convex", "ties")
-
 
 def ties_merge_fn(theta0, block_names: Sequence[str], threshold: float):
     """Build the engine's ``merge_fn(theta, target, gamma)`` for TIES, with theta_0 bound."""

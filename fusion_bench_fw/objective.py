@@ -1,50 +1,35 @@
-"""The merging objective l(theta, D) for CLIP vision models: the only data-dependent part of FW.
+"""The merging objective l(theta, D): a mean over tasks of each task's mean sample loss, on fixed samples.
 
-``cross_entropy`` uses a fixed set of labelled training samples per task (the paper's setting,
-100 per task); ``entropy`` uses unlabelled test samples (AdaMerging's objective, used by the
-paper's scaling experiments). The loss is the mean over tasks of each task's mean sample loss.
-Samples are drawn once with a seeded generator and pre-processed, so every evaluation of the
-objective sees the same data and line search / the FW gap are exact for it.
-
-Gradients go through Lightning Fabric (``fabric.backward``) in mini-batches; parameters are passed
-functionally (``torch.func.functional_call``) so theta never needs to be copied into a module.
+The model family (``families/``) says how a batch is made and how its loss is computed; this module
+holds what is the same for every family. Samples are drawn once with a seeded generator and
+pre-processed, so every evaluation of the objective sees the same data and line search / the FW gap
+are exact for it. Gradients go through Lightning Fabric's ``backward`` in mini-batches; with data
+parallelism each process holds a shard of every task's samples and the sums are all-reduced.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from torch import nn
-from torch.func import functional_call
-from torch.nn import functional as F
 
 from .frank_wolfe.params import ParamDict
 from .frank_wolfe.solver import LossAndGrad
 
-log = logging.getLogger(__name__)
-
-LOSSES = ("cross_entropy", "entropy")
-
-# compute_logits(module, images, task) -> logits; FusionBench's CLIPClassificationMixin provides it
-LogitFn = Callable[[Callable, torch.Tensor, str], torch.Tensor]
+# batch_loss(params, task, batch) -> the *summed* loss of the batch's samples (a scalar tensor)
+BatchLoss = Callable[[Mapping[str, torch.Tensor], str, Any], torch.Tensor]
 
 
 @dataclass
 class TaskBatches:
-    """One task's fixed samples on this process. ``num_samples`` counts them on *all* processes:
-    with data parallelism each rank holds a shard, but every rank normalizes by the global count so
-    that summing the ranks' contributions gives exactly the single-process loss and gradient."""
+    """One task's fixed samples on this process, in batches. ``num_samples`` counts them on *all*
+    processes: every rank normalizes by the global count, so summing the ranks' contributions gives
+    exactly the single-process loss and gradient."""
 
     task: str
-    batches: List[Tuple[torch.Tensor, Optional[torch.Tensor]]]  # (images, labels or None)
-    num_samples: int = 0
-
-    def __post_init__(self):
-        if self.num_samples == 0:
-            self.num_samples = sum(images.shape[0] for images, _ in self.batches)
+    batches: List[Any]
+    num_samples: int
 
 
 def sample_indices(dataset_len: int, count: int, seed: int) -> List[int]:
@@ -55,56 +40,35 @@ def sample_indices(dataset_len: int, count: int, seed: int) -> List[int]:
     return sorted(torch.randperm(dataset_len, generator=generator)[:count].tolist())
 
 
-def make_task_batches(task: str, dataset, indices: Sequence[int], batch_size: int, with_labels: bool, to_device: Callable, rank: int = 0, world_size: int = 1) -> TaskBatches:
-    """Pre-process this rank's share of the chosen samples once and batch them.
-
-    ``dataset[i]`` must give ``(pixel_values, label)``. Rank r keeps ``indices[r::world_size]``.
-    """
+def shard_batches(task: str, indices: Sequence[int], batch_size: int, make_batch: Callable[[List[int]], Any], rank: int = 0, world_size: int = 1) -> TaskBatches:
+    """This rank's share (``indices[rank::world_size]``) of the chosen samples, pre-processed once
+    by ``make_batch(indices)`` in batches of ``batch_size``."""
     local = list(indices)[rank::world_size]
-    batches = []
-    for start in range(0, len(local), batch_size):
-        items = [dataset[i] for i in local[start : start + batch_size]]
-        images = to_device(torch.stack([image for image, _ in items]))
-        labels = to_device(torch.as_tensor([label for _, label in items])) if with_labels else None
-        batches.append((images, labels))
+    batches = [make_batch(local[start : start + batch_size]) for start in range(0, len(local), batch_size)]
     return TaskBatches(task=task, batches=batches, num_samples=len(indices))
 
 
-class ClassificationObjective:
-    """Implements the engine's ``Objective`` protocol for a vision encoder + zero-shot heads."""
+class SampleObjective:
+    """Implements the engine's ``Objective`` protocol on fixed per-task samples."""
 
-    def __init__(self, model: nn.Module, block_names: Sequence[str], data: Sequence[TaskBatches], compute_logits: LogitFn, loss: str = "cross_entropy", backward: Optional[Callable[[torch.Tensor], None]] = None, all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
-        if loss not in LOSSES:
-            raise ValueError(f"unknown objective loss {loss!r}; allowed: {', '.join(LOSSES)}")
-        self.model = model
+    def __init__(self, block_names: Sequence[str], data: Sequence[TaskBatches], batch_loss: BatchLoss, backward: Optional[Callable[[torch.Tensor], None]] = None, all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.block_names = list(block_names)
         self.data = list(data)
         self.task_names = [d.task for d in self.data]
-        self.compute_logits = compute_logits
-        self.loss_name = loss
+        self.batch_loss = batch_loss
         self.backward = backward or (lambda value: value.backward())
         # sums a tensor over data-parallel processes; None in a single process
         self.all_reduce = all_reduce
         self.forward_passes = 0
         self.backward_passes = 0
 
-    def _batch_loss(self, params: Mapping[str, torch.Tensor], task: str, images: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        def encoder(pixel_values):
-            return functional_call(self.model, dict(params), (pixel_values,))
-
-        logits = self.compute_logits(encoder, images, task)
-        if self.loss_name == "cross_entropy":
-            return F.cross_entropy(logits, labels, reduction="sum")
-        probs = logits.softmax(dim=-1)
-        return -(probs * logits.log_softmax(dim=-1)).sum()
-
     @torch.no_grad()
     def task_losses(self, params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
         """Each objective task's mean sample loss (summed over data-parallel processes)."""
         sums = torch.zeros(len(self.data), dtype=torch.float64)
         for index, task_data in enumerate(self.data):
-            for images, labels in task_data.batches:
-                sums[index] += float(self._batch_loss(params, task_data.task, images, labels))
+            for batch in task_data.batches:
+                sums[index] += float(self.batch_loss(params, task_data.task, batch))
                 self.forward_passes += 1
         sums = self._reduce(sums)
         return {d.task: float(sums[i]) / d.num_samples for i, d in enumerate(self.data)}
@@ -136,8 +100,8 @@ class ClassificationObjective:
         weight_per_task = 1.0 / len(self.data)
         for index, task_data in enumerate(self.data):
             scale = weight_per_task / task_data.num_samples
-            for images, labels in task_data.batches:
-                batch_loss = self._batch_loss(leaves, task_data.task, images, labels)
+            for batch in task_data.batches:
+                batch_loss = self.batch_loss(leaves, task_data.task, batch)
                 self.backward(batch_loss * scale)
                 sums[index] += float(batch_loss.detach())
                 self.forward_passes += 1

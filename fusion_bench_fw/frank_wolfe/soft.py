@@ -23,17 +23,14 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .lmo import assemble, fw_gap, score_vertices, select_soft, with_combined_row
+from .lmo import fw_gap, select_soft, with_combined_row
+from .options import SoftOptions
 from .params import block_dots, combine
+from .reading import assemble
+from .records import IterationRecord
 from .simplex import project_onto_simplex
 from .solver import FrankWolfeBase, SolverState
 from .step_size import LineSearch
-
-# where the coefficient search starts: the uniform mix (then the FW step's point if that ends
-# higher), the FW step's point itself, or theta_t. The best point seen wins in every case.
-INNER_INITS = ("uniform", "fw_step", "current")
-INNER_OPTIMIZERS = ("adam", "sgd")
-COEFFICIENTS = ("layer", "model")
 
 
 @dataclass
@@ -46,90 +43,62 @@ class FrankWolfeSoft(FrankWolfeBase):
     vertices only); it has no FW step to fall back on, so its progress is not guaranteed.
     """
 
-    topk: int = 1
-    per_task_selection: bool = True
-    coefficients: str = "layer"  # "layer": one simplex per block, "model": one shared simplex
-    inner_steps: int = 20
-    inner_lr: float = 0.05
-    inner_optimizer: str = "adam"
-    include_current: bool = True
-    inner_init: str = "uniform"
+    options: SoftOptions = field(default_factory=SoftOptions)
     line_search: LineSearch = field(default_factory=LineSearch)
-    # False drops the gap's vertex (and the FW step toward it) from the inner simplex: the
-    # selection-only simplex of version 0.1, which can idle at a large gap (kept as an ablation)
-    offer_gap_vertex: bool = True
-
-    def __post_init__(self):
-        super().__post_init__()
-        for option, value, allowed in (("inner_init", self.inner_init, INNER_INITS), ("coefficients", self.coefficients, COEFFICIENTS), ("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)):
-            if value not in allowed:
-                raise ValueError(f"unknown {option} {value!r}; allowed: {', '.join(allowed)}")
-        if self.inner_init != "uniform" and not self.include_current:
-            raise ValueError(f"inner_init={self.inner_init!r} needs include_current=True (theta_t must be a point of the inner simplex)")
-        if self.topk < 1:
-            raise ValueError(f"topk must be >= 1, got {self.topk}")
-        if self.inner_steps < 1 or self.inner_lr <= 0:
-            raise ValueError(f"inner_steps must be >= 1 and inner_lr > 0, got {self.inner_steps} and {self.inner_lr}")
 
     @property
     def gap_granularity(self) -> str:
         # per-layer coefficients reach the product of per-block hulls, where the task-wise gap can be
         # negative; the block-wise gap is the FW gap of that set (always >= 0 there)
-        return "layer" if self.coefficients == "layer" else self.granularity
+        return "layer" if self.options.coefficients == "layer" else self.options.granularity
 
-    def step(self, state: SolverState) -> Dict[str, Any]:
-        theta = state.theta
+    def step(self, state: SolverState) -> IterationRecord:
+        theta, options = state.theta, self.options
         evaluated, scores, timings = self._gradients_and_scores(theta)
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
-        directions, rejected = self.admissible(
-            state, evaluated, lambda excluded: select_soft(scores, self.granularity, self.score, self.topk, selection_rows, excluded)
+        directions, rejected = self.probed_selections(
+            state, evaluated, lambda excluded: select_soft(scores, options.granularity, options.score, options.topk, selection_rows, excluded)
         )
         gap_vertex = self.gap_vertex(scores)
-        gap = fw_gap(scores, gap_vertex)
-        record: Dict[str, Any] = {
-            "selected": [self.describe_selection(d) for d in directions],
-            "gap_vertex": self.describe_selection(gap_vertex, self.gap_granularity),
-            "rejected": rejected,
-            "fw_gap": gap,
-            "loss_before": evaluated.loss,
-            "stopped": False,
-            **timings,
-        }
-        if gap <= self.gap_tol:
-            record.update(stopped=True, loss_after=evaluated.loss, coefficients=None, relative_decrease=0.0)
+        record = IterationRecord(
+            fw_gap=fw_gap(scores, gap_vertex), loss_before=evaluated.loss, loss_after=evaluated.loss,
+            selected=[self.describe_selection(d) for d in directions], rejected=rejected, **timings,
+        )
+        record.details["gap_vertex"] = self.describe_selection(gap_vertex, self.gap_granularity)
+        if record.fw_gap <= options.gap_tol:
+            record.converged = True
             return record
         # the gap's vertex joins the selections unless one of them already is it (gap_index: its
         # position among the selections; None only in the ablation without it)
         gap_index = next((j for j, d in enumerate(directions) if torch.equal(d, gap_vertex)), None)
-        offered = self.offer_gap_vertex and gap_index is None
+        offered = options.offer_gap_vertex and gap_index is None
         selections = directions + [gap_vertex] if offered else directions
         if offered:
             gap_index = len(directions)
         vertices = assemble(self.source, selections, self.block_names, theta)
-        points = ([theta] if self.include_current else []) + vertices
-        point_weights = ([state.weights] if self.include_current else []) + [self.selection_onehot(d) for d in selections]
+        points = ([theta] if options.include_current else []) + vertices
+        point_weights = ([state.weights] if options.include_current else []) + [self.selection_onehot(d) for d in selections]
         fw_start, fw_loss = None, math.inf
-        if self.include_current and gap_index is not None:
+        if options.include_current and gap_index is not None:
             column = 1 + gap_index  # theta_t is point 0
             fw_start, fw_loss = self._fw_step(points, column, evaluated.loss)
-            record.update(fw_step_size=float(fw_start[0, column]), loss_fw_step=fw_loss)
-        lam, loss_after = self.optimize_coefficients(points, evaluated.loss, fw_start, fw_loss)
+            record.details.update(fw_step_size=float(fw_start[0, column]), loss_fw_step=fw_loss)
+        lam, record.loss_after = self.optimize_coefficients(points, evaluated.loss, fw_start, fw_loss)
         state.theta = combine(points, lam, self.block_names)
         rows_lam = lam if lam.shape[0] > 1 else lam.expand(len(self.block_names), -1)
         state.weights = sum(rows_lam[:, j : j + 1] * w for j, w in enumerate(point_weights))
-        labels = (["current"] if self.include_current else []) + [str(self.describe_selection(d)) for d in directions]
+        labels = (["current"] if options.include_current else []) + [str(self.describe_selection(d)) for d in directions]
         labels += ["gap vertex"] if offered else []
-        record["coefficients"] = {label: round(float(v), 6) for label, v in zip(labels, lam.mean(0))}
-        if lam.shape[0] > 1:
-            record["coefficients_per_block"] = [[round(float(v), 6) for v in row] for row in lam]
-        record["loss_after"] = loss_after
-        self.progress(record, monotone=self.include_current)
+        record.details["coefficients"] = {label: round(float(v), 6) for label, v in zip(labels, lam.mean(0))}
+        if lam.shape[0] > 1 and self.record_per_block:
+            record.details["coefficients_per_block"] = [[round(float(v), 6) for v in row] for row in lam]
+        self.progress(record, monotone=options.include_current)
         return record
 
     def _gradients_and_scores(self, theta):
         """Total and per-task gradients, then one LMO pass against the task rows (the total row's
         products are derived from them when the objective says how it weighs its tasks)."""
-        per_task = self.per_task_selection and len(self.objective.task_names) > 1
+        per_task = self.options.per_task_selection and len(self.objective.task_names) > 1
         clock = time.perf_counter()
         evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
         timings = {"time_gradient_s": time.perf_counter() - clock}
@@ -138,8 +107,8 @@ class FrankWolfeSoft(FrankWolfeBase):
         derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
         rows = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
         clock = time.perf_counter()
-        cosine = self.score == "cosine"
-        scores = score_vertices(self.source, theta, rows, self.block_names, self.shard, self.all_reduce, with_norms=cosine, block_group=self.lmo_block_group)
+        cosine = self.options.score == "cosine"
+        scores = self.lmo_pass(theta, rows, with_norms=cosine)
         if derive_total:
             total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
             scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
@@ -155,7 +124,7 @@ class FrankWolfeSoft(FrankWolfeBase):
             return self.objective.loss({name: theta[name] + gamma * (target[name] - theta[name]) for name in self.block_names})
 
         gamma, loss = self.line_search.choose(0, loss_at, loss_current)
-        rows = len(self.block_names) if self.coefficients == "layer" else 1
+        rows = len(self.block_names) if self.options.coefficients == "layer" else 1
         start = torch.zeros((rows, len(points)), dtype=torch.float64)
         start[:, 0] = 1.0 - gamma
         start[:, column] += gamma
@@ -167,14 +136,14 @@ class FrankWolfeSoft(FrankWolfeBase):
         ``inner_init="uniform"`` starts from the uniform mix, which takes large steps early on; when
         that search ends above the FW step's point (theta_t is already a good mix), a second search
         starts there. ``"fw_step"`` and ``"current"`` search once, from that point or from theta_t."""
-        m = len(points)
-        rows = len(self.block_names) if self.coefficients == "layer" else 1
+        m, options = len(points), self.options
+        rows = len(self.block_names) if options.coefficients == "layer" else 1
         best_lam, best_loss = (fw_start, fw_loss) if fw_start is not None else (None, math.inf)
         at_current = torch.zeros((rows, m), dtype=torch.float64)
         at_current[:, 0] = 1.0
-        if self.include_current and loss_current < best_loss:
+        if options.include_current and loss_current < best_loss:
             best_lam, best_loss = at_current, loss_current
-        starts = {"uniform": [torch.full((rows, m), 1.0 / m, dtype=torch.float64)] + ([best_lam] if self.include_current else []), "fw_step": [best_lam], "current": [at_current]}[self.inner_init]
+        starts = {"uniform": [torch.full((rows, m), 1.0 / m, dtype=torch.float64)] + ([best_lam] if options.include_current else []), "fw_step": [best_lam], "current": [at_current]}[options.inner_init]
         for start in starts:
             lam, loss = self.projected_descent(points, start)
             if loss < best_loss:
@@ -187,9 +156,10 @@ class FrankWolfeSoft(FrankWolfeBase):
         """``inner_steps`` optimizer steps from ``start``, each projected onto the simplex; returns the
         best iterate seen and its loss."""
         lam = start.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([lam], lr=self.inner_lr) if self.inner_optimizer == "adam" else torch.optim.SGD([lam], lr=self.inner_lr)
+        lr = self.options.inner_lr
+        optimizer = torch.optim.Adam([lam], lr=lr) if self.options.inner_optimizer == "adam" else torch.optim.SGD([lam], lr=lr)
         best_loss, best_lam = math.inf, start.clone()
-        for _ in range(self.inner_steps):
+        for _ in range(self.options.inner_steps):
             evaluated = self.objective.loss_and_grad(combine(points, lam.detach(), self.block_names))
             if evaluated.loss < best_loss:
                 best_loss, best_lam = evaluated.loss, lam.detach().clone()

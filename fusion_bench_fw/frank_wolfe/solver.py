@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-from .lmo import BLOCK_GROUP, GRANULARITIES, SCORES, VertexSource, assemble, fw_gap, score_vertices, select_hard
+from .lmo import fw_gap, select_hard
+from .options import HardOptions, SolverOptions
 from .params import ParamDict
+from .reading import PassOrder, VertexSource, assemble, choose_order, score_vertices
+from .records import IterationRecord, StopReason
 
 
 @dataclass
@@ -45,14 +47,6 @@ class Objective(Protocol):
 MergeFn = Callable[[ParamDict, ParamDict, float], ParamDict]
 
 
-class StopReason(str, Enum):
-    """Why a run ended; the trajectory's summary carries the value and a sentence with the numbers."""
-
-    CONVERGED = "converged"  # FW gap <= gap_tol: a certificate over the gap's set
-    STALLED = "stalled"  # an iteration lowered the objective by less than min_rel_decrease (relative)
-    MAX_ITERS = "max_iters"
-
-
 @dataclass
 class SolverState:
     """What an iteration leaves behind; enough to resume or to report."""
@@ -61,7 +55,7 @@ class SolverState:
     weights: torch.Tensor  # [n_blocks, n_labels], float64
     weights_exact: bool
     iteration: int = 0
-    trajectory: List[Dict[str, Any]] = field(default_factory=list)
+    trajectory: List[Dict[str, Any]] = field(default_factory=list)  # IterationRecord.to_json() of each iteration
     stop_reason: Optional[str] = None  # a sentence with the numbers; ``stop`` is the machine-readable kind
     stop: Optional[StopReason] = None
 
@@ -78,91 +72,79 @@ class FrankWolfeBase:
     block_names: Sequence[str]
     labels: Sequence[str]  # weight columns; candidates map to ``vertex_columns``
     vertex_columns: Sequence[int]
-    granularity: str = "task"
-    score: str = "inner_product"
-    max_iters: int = 10
-    gap_tol: float = 0.0
-    on_iteration: Optional[Callable[[Dict[str, Any], SolverState], None]] = None
+    options: SolverOptions = field(default_factory=SolverOptions)
+    on_iteration: Optional[Callable[[IterationRecord, SolverState], None]] = None
     # data parallelism: this process scores vertices rank::world_size of the LMO; all_reduce sums
     shard: Tuple[int, int] = (0, 1)
     all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-    # descent probe before a vertex is used: l(theta + probe_step (s - theta)) must not exceed
-    # l(theta), else the vertex is skipped in this iteration and the next best one is taken. Guards
-    # against checkpoints far from everything (e.g. another initialization), whose huge linear term
-    # wins the LMO although any real step towards them hurts. 0 disables it (the paper's plain LMO).
-    probe_step: float = 0.05
-    max_probe_rounds: int = 3
-    # an iteration whose relative decrease (l_before - l_after) / |l_before| is below this ends the run
-    # as STALLED (the samples are fixed: the next iteration would start from almost the same point);
-    # applies to monotone steps only (line search, FW-soft). 0 keeps iterating while anything improves.
-    min_rel_decrease: float = 1e-4
     # vertices never offered to the LMO (e.g. screened out as not fine-tunes of the pretrained model):
     # neither selected nor part of the set the FW gap is measured over
     screened: Sequence[int] = ()
-    # vertices scored together per parameter block when the source supports it (see score_vertices):
-    # extra memory grows with this group, never with the number of vertices
-    lmo_block_group: int = BLOCK_GROUP
+    # per-block merge weights in every record (layer-wise runs; large: blocks x labels per iteration)
+    record_per_block: bool = False
 
     def __post_init__(self):
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {self.granularity!r}; allowed: {', '.join(GRANULARITIES)}")
-        if self.score not in SCORES:
-            raise ValueError(f"unknown LMO score {self.score!r}; allowed: {', '.join(SCORES)}")
         if len(self.vertex_columns) != len(self.source.names):
             raise ValueError("vertex_columns must map every candidate vertex to a weight column")
-        if self.min_rel_decrease < 0:
-            raise ValueError(f"min_rel_decrease must be >= 0, got {self.min_rel_decrease}")
         if len(set(self.screened)) >= len(self.source.names):
             raise ValueError("every candidate vertex is screened out: nothing is left to merge")
+        self.pass_order: Optional[PassOrder] = None  # chosen at the first LMO pass, then fixed
 
     # --- shared pieces -------------------------------------------------------------------------
     def run(self, state: SolverState) -> SolverState:
         block_sizes = torch.tensor([state.theta[name].numel() for name in self.block_names], dtype=torch.float64)
-        while state.iteration < self.max_iters:
+        max_iters, gap_tol = self.options.max_iters, self.options.gap_tol
+        while state.iteration < max_iters:
             started = time.perf_counter()
             record = self.step(state)
-            record["iteration"] = state.iteration
-            record["time_s"] = time.perf_counter() - started
-            record["weights"] = self.summarize_weights(state.weights, block_sizes)
-            record["weights_exact"] = state.weights_exact
-            if self.granularity == "layer":
-                record["weights_per_block"] = {
-                    name: [round(float(w), 6) for w in row] for name, row in zip(self.block_names, state.weights)
-                }
-            record["in_hull"] = state.in_hull()
-            state.trajectory.append(record)
-            if record.get("stopped"):
+            record.iteration = state.iteration
+            record.time_s = time.perf_counter() - started
+            record.weights = self.summarize_weights(state.weights, block_sizes)
+            record.weights_exact = state.weights_exact
+            record.in_hull = state.in_hull()
+            if self.record_per_block:
+                record.details["weights_per_block"] = {name: [round(float(w), 6) for w in row] for name, row in zip(self.block_names, state.weights)}
+            state.trajectory.append(record.to_json())
+            if record.converged:
                 state.stop = StopReason.CONVERGED
-                state.stop_reason = f"converged: FW gap {record['fw_gap']:.3e} <= gap_tol {self.gap_tol:g}"
+                state.stop_reason = f"converged: FW gap {record.fw_gap:.3e} <= gap_tol {gap_tol:g}"
             else:
                 state.iteration += 1
-                if record.get("stalled"):
+                if record.stalled:
                     state.stop = StopReason.STALLED
                     state.stop_reason = (
-                        f"stalled: relative decrease {record['relative_decrease']:.2e} < min_rel_decrease "
-                        f"{self.min_rel_decrease:g} at FW gap {record['fw_gap']:.3e}"
+                        f"stalled: relative decrease {record.relative_decrease:.2e} < min_rel_decrease "
+                        f"{self.options.min_rel_decrease:g} at FW gap {record.fw_gap:.3e}"
                     )
             if self.on_iteration is not None:
                 self.on_iteration(record, state)
-            if state.stop_reason is not None:
+            if state.stop is not None:
                 break
-        if state.stop_reason is None:
+        if state.stop is None:
             state.stop = StopReason.MAX_ITERS
             last_gap = state.trajectory[-1]["fw_gap"] if state.trajectory else float("nan")
-            state.stop_reason = f"max_iters: reached max_iters={self.max_iters} at FW gap {last_gap:.3e}"
+            state.stop_reason = f"max_iters: reached max_iters={max_iters} at FW gap {last_gap:.3e}"
         return state
 
-    def progress(self, record: Dict[str, Any], monotone: bool = True) -> None:
-        """Adds the relative decrease to ``record`` and flags it ``stalled`` below the threshold."""
-        before, after = record["loss_before"], record["loss_after"]
-        relative = (before - after) / max(abs(before), 1e-30)
-        record["relative_decrease"] = relative
-        record["stalled"] = bool(monotone and relative < self.min_rel_decrease)
+    def progress(self, record: IterationRecord, monotone: bool = True) -> None:
+        """Sets the record's relative decrease and flags it ``stalled`` below the threshold."""
+        record.relative_decrease = (record.loss_before - record.loss_after) / max(abs(record.loss_before), 1e-30)
+        record.stalled = bool(monotone and record.relative_decrease < self.options.min_rel_decrease)
+
+    def lmo_pass(self, theta: ParamDict, rows: Mapping[str, ParamDict], with_norms: bool):
+        """One LMO pass; its order is chosen at the first pass and kept for the run."""
+        if self.pass_order is None:
+            device = next(iter(rows.values()))[self.block_names[0]].device
+            self.pass_order = choose_order(self.source, device, len(rows) + int(with_norms))
+        return score_vertices(
+            self.source, theta, rows, self.block_names, self.shard, self.all_reduce,
+            with_norms=with_norms, block_group=self.options.lmo_block_group, order=self.pass_order,
+        )
 
     @property
     def gap_granularity(self) -> str:
         """Whole vertices ("task") or per-block stitching ("layer"): the set the FW gap is taken over."""
-        return self.granularity
+        return self.options.granularity
 
     def gap_set(self) -> str:
         """The set the reported FW gap certifies, in words (for the trajectory and the log)."""
@@ -189,17 +171,17 @@ class FrankWolfeBase:
     def describe_selection(self, selection: torch.Tensor, granularity: Optional[str] = None):
         """Task-wise: the model name. Layer-wise: blocks won per model."""
         names = self.source.names
-        if (granularity or self.granularity) == "task":
+        if (granularity or self.options.granularity) == "task":
             return names[int(selection[0])]
         counts: Dict[str, int] = {}
         for index in selection.tolist():
             counts[names[index]] = counts.get(names[index], 0) + 1
         return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
-    def step(self, state: SolverState) -> Dict[str, Any]:  # pragma: no cover - abstract
+    def step(self, state: SolverState) -> IterationRecord:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def admissible(self, state: SolverState, before: LossAndGrad, select: Callable[[List[int]], List[Tuple[torch.Tensor, List[str]]]]) -> Tuple[List[torch.Tensor], List[str]]:
+    def probed_selections(self, state: SolverState, before: LossAndGrad, select: Callable[[List[int]], List[Tuple[torch.Tensor, List[str]]]]) -> Tuple[List[torch.Tensor], List[str]]:
         """Selections whose every vertex passes the descent probe; returns them and the rejected names.
 
         ``select(excluded)`` runs the selection rule without the given vertices and returns
@@ -212,11 +194,11 @@ class FrankWolfeBase:
         """
         excluded: List[int] = list(self.screened)
         first = selections = select(excluded)
-        if self.probe_step <= 0:
+        if self.options.probe_step <= 0:
             return [s for s, _ in selections], []
         screened = len(excluded)
         verdicts: Dict[int, bool] = {}
-        for _ in range(self.max_probe_rounds):
+        for _ in range(self.options.max_probe_rounds):
             newly_rejected = []
             for vertex in dict.fromkeys(int(i) for s, _ in selections for i in s.tolist()):
                 if vertex not in verdicts:
@@ -237,7 +219,7 @@ class FrankWolfeBase:
         mask = [any(int(s[b]) == vertex for s, _ in selections) for b in range(len(self.block_names))]
         (point,) = assemble(self.source, [torch.full((len(self.block_names),), vertex, dtype=torch.long)], self.block_names, state.theta)
         probe = {
-            name: state.theta[name] + self.probe_step * (point[name] - state.theta[name]) if mask[b] else state.theta[name]
+            name: state.theta[name] + self.options.probe_step * (point[name] - state.theta[name]) if mask[b] else state.theta[name]
             for b, name in enumerate(self.block_names)
         }
         del point
@@ -256,40 +238,38 @@ class FrankWolfeHard(FrankWolfeBase):
     theta_t inside the hull (non-negative exact weights); otherwise the iteration takes the FW step.
     """
 
-    step_rule: Any = None  # a step_size rule object
-    merge_fn: Optional[MergeFn] = None  # None: convex combination (exact weights)
-    variant: str = "fw"
+    options: HardOptions = field(default_factory=HardOptions)
+    # the merge function of options.merge_fn="ties" (it needs theta_0, so the caller builds it);
+    # None: the convex combination, with exact weights
+    merge_fn: Optional[MergeFn] = None
 
     def __post_init__(self):
         super().__post_init__()
-        if self.variant not in HARD_VARIANTS:
-            raise ValueError(f"unknown FW-hard variant {self.variant!r}; allowed: {', '.join(HARD_VARIANTS)}")
-        if self.variant == "pairwise" and self.merge_fn is not None:
-            raise ValueError("the pairwise variant moves exact convex weights: use merge_fn=convex with it")
+        if (self.options.merge_fn == "convex") != (self.merge_fn is None):
+            raise ValueError(f"merge_fn={self.options.merge_fn} needs its merge function (and convex none)")
+        self.step_rule = self.options.make_step_rule()
 
-    def step(self, state: SolverState) -> Dict[str, Any]:
-        theta = state.theta
+    def step(self, state: SolverState) -> IterationRecord:
+        theta, options = state.theta, self.options
         clock = time.perf_counter()
         evaluated = self.objective.loss_and_grad(theta)
-        timings = {"time_gradient_s": time.perf_counter() - clock}
+        time_gradient = time.perf_counter() - clock
         clock = time.perf_counter()
-        scores = score_vertices(self.source, theta, {"total": evaluated.grad}, self.block_names, self.shard, self.all_reduce, with_norms=self.score == "cosine", block_group=self.lmo_block_group)
-        timings["time_lmo_s"] = time.perf_counter() - clock
+        scores = self.lmo_pass(theta, {"total": evaluated.grad}, with_norms=options.score == "cosine")
+        time_lmo = time.perf_counter() - clock
         del evaluated.grad
-        (selection,), rejected = self.admissible(state, evaluated, lambda excluded: [(select_hard(scores, self.granularity, self.score, excluded), ["total"])])
+        (selection,), rejected = self.probed_selections(
+            state, evaluated, lambda excluded: [(select_hard(scores, options.granularity, options.score, excluded), ["total"])]
+        )
         gap = fw_gap(scores, self.gap_vertex(scores))  # over every admitted vertex
-        record: Dict[str, Any] = {
-            "selected": self.describe_selection(selection),
-            "rejected": rejected,
-            "fw_gap": gap,
-            "loss_before": evaluated.loss,
-            "stopped": False,
-            **timings,
-        }
-        if gap <= self.gap_tol:
-            record.update(stopped=True, loss_after=evaluated.loss, step_size=0.0, relative_decrease=0.0)
+        record = IterationRecord(
+            fw_gap=gap, loss_before=evaluated.loss, loss_after=evaluated.loss, selected=self.describe_selection(selection),
+            rejected=rejected, time_gradient_s=time_gradient, time_lmo_s=time_lmo,
+        )
+        if gap <= options.gap_tol:
+            record.converged, record.step_size = True, 0.0
             return record
-        away = self.away_vertex(scores, state) if self.variant == "pairwise" and state.in_hull() else None
+        away = self.away_vertex(scores, state) if options.variant == "pairwise" and state.in_hull() else None
         if away is None:
             (vertex,) = assemble(self.source, [selection], self.block_names, theta)
             direction = {name: vertex[name] - theta[name] for name in self.block_names}
@@ -299,7 +279,7 @@ class FrankWolfeHard(FrankWolfeBase):
             vertex, away_point = assemble(self.source, [selection, away_index], self.block_names, theta)
             direction = {name: float(scale[b]) * (vertex[name] - away_point[name]) for b, name in enumerate(self.block_names)}
             new_weights = scale.unsqueeze(1) * (self.selection_onehot(selection) - self.selection_onehot(away_index))
-            record["away"] = self.describe_selection(away_index)
+            record.details["away"] = self.describe_selection(away_index)
             del away_point
         del vertex
 
@@ -317,8 +297,8 @@ class FrankWolfeHard(FrankWolfeBase):
         if loss_after is None:
             loss_after = self.objective.loss(state.theta)
         state.weights = state.weights + gamma * new_weights
-        record.update(step_size=gamma, loss_after=loss_after)
-        self.progress(record, monotone=self.merge_fn is None and getattr(self.step_rule, "monotone", False))
+        record.step_size, record.loss_after = gamma, loss_after
+        self.progress(record, monotone=self.merge_fn is None and self.step_rule.monotone)
         return record
 
     def away_vertex(self, scores, state: SolverState) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -327,7 +307,7 @@ class FrankWolfeHard(FrankWolfeBase):
         columns = torch.tensor(self.vertex_columns, dtype=torch.long)
         held = state.weights[:, columns].t()  # [vertices, blocks]
         linear = scores.block_scores("inner_product")
-        if self.granularity == "task":
+        if self.options.granularity == "task":
             held = held.min(dim=1, keepdim=True).values.expand_as(held)
             linear = linear.sum(dim=1, keepdim=True).expand_as(linear)
         masked = torch.where(held > 1e-12, linear, torch.full_like(linear, -float("inf")))
@@ -337,5 +317,3 @@ class FrankWolfeHard(FrankWolfeBase):
             return None
         return index, scale
 
-
-HARD_VARIANTS = ("fw", "pairwise")

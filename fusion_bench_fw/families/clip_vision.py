@@ -1,0 +1,90 @@
+"""Hugging Face CLIP vision towers (FusionBench's ``CLIPVisionModelPool``), classified zero-shot.
+
+The merged model is the vision tower; task t's logits are FusionBench's zero-shot head of t (text
+embeddings of its class names) against the projected image embedding, as FusionBench's CLIP
+taskpool evaluates. ``cross_entropy`` reads labelled train samples (the paper's objective),
+``entropy`` unlabelled test samples (AdaMerging's).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import List, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from fusion_bench.dataset import CLIPDataset
+from fusion_bench.mixins.clip_classification import CLIPClassificationMixin
+from fusion_bench.modelpool import CLIPVisionModelPool
+from fusion_bench.utils import cache_utils
+
+from ..objective import BatchLoss, TaskBatches, sample_indices, shard_batches
+from .base import ModelFamily
+
+log = logging.getLogger(__name__)
+
+
+class _ZeroShotHeads(CLIPClassificationMixin):
+    """FusionBench's zero-shot heads and logits, outside any algorithm class."""
+
+    def __init__(self, modelpool, fabric):
+        self.modelpool = modelpool
+        self.fabric = fabric
+        # the mixin keeps heads in a class attribute shared by every instance: keep ours apart
+        self.zeroshot_weights = {}
+
+
+class CLIPVisionFamily(ModelFamily):
+    name = "clip_vision"
+    losses = ("cross_entropy", "entropy")
+
+    def __init__(self, modelpool, fabric, cache_dir=None):
+        super().__init__(modelpool, fabric, cache_dir)
+        self.heads = _ZeroShotHeads(modelpool, fabric)
+
+    @classmethod
+    def accepts(cls, modelpool) -> bool:
+        return isinstance(modelpool, CLIPVisionModelPool)
+
+    def load_base(self) -> nn.Module:
+        model = self.modelpool.load_pretrained_model()
+        model.requires_grad_(False).eval()
+        return self.fabric.to_device(model)
+
+    def prepare(self, model: nn.Module, tasks: Sequence[str]) -> None:
+        # FusionBench caches zero-shot heads on disk keyed by (task, model name) only; keep this run's
+        # heads in the run's own directory so two pools with the same model names never mix
+        if self.cache_dir is not None:
+            cache_utils.set_default_cache_dir(self.cache_dir)
+        self.heads.setup_zero_shot_classification_head(task_names=list(tasks))
+
+    def task_batches(self, task: str, loss: str, count: int, seed: int, batch_size: int) -> TaskBatches:
+        labelled = self.loss_splits[loss] == "train"
+        raw = self.modelpool.load_train_dataset(task) if labelled else self.modelpool.load_test_dataset(task)
+        if count > len(raw):
+            log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, len(raw), count)
+        dataset = CLIPDataset(raw, self.heads.clip_processor)
+
+        def make_batch(indices: List[int]):
+            items = [dataset[i] for i in indices]
+            images = self.fabric.to_device(torch.stack([image for image, _ in items]))
+            labels = self.fabric.to_device(torch.as_tensor([label for _, label in items])) if labelled else None
+            return images, labels
+
+        indices = sample_indices(len(raw), count, seed)
+        return shard_batches(task, indices, batch_size, make_batch, rank=self.fabric.global_rank, world_size=self.fabric.world_size)
+
+    def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
+        compute_logits = self.heads.compute_logits
+
+        def summed_loss(params, task, batch):
+            images, labels = batch
+            logits = compute_logits(lambda pixel_values: functional_call(model, dict(params), (pixel_values,)), images, task)
+            if loss == "cross_entropy":
+                return F.cross_entropy(logits, labels, reduction="sum")
+            return -(logits.softmax(dim=-1) * logits.log_softmax(dim=-1)).sum()
+
+        return summed_loss
