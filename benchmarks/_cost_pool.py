@@ -1,4 +1,4 @@
-"""Build (once) the on-disk pool for ``cost_at_scale.py``: real CLIP ViT-B/32 shapes, random weights.
+"""Build (once) the on-disk pool of ``cost_methods.py`` and ``cost_lmo.py``: real CLIP ViT-B/32 shapes, random weights.
 
 Layout under ``work_dir``::
 
@@ -20,6 +20,8 @@ architecture; every task is 10 random classes of random images.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -193,6 +195,13 @@ def build(work_dir: Path, log=print) -> Dict:
         manifest["data_done"] = True
         manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def build_in_child(work_dir: Path, env: Dict[str, str]) -> None:
+    """``build`` in a child process, so the caller stays small (it only starts measured children)."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import _cost_pool; _cost_pool.build({str(work_dir)!r})"
+    if subprocess.run([sys.executable, "-c", code], env=env).returncode != 0:
+        sys.exit("building the cost pool failed")
 
 
 def ensure_test_sets(work_dir: Path, k: int) -> Path:

@@ -31,11 +31,12 @@ sys.path.insert(0, str(ROOT))
 from fusion_bench.dataset import CLIPDataset  # noqa: E402
 
 from fusion_bench_fw import FWSoft  # noqa: E402
-from fusion_bench_fw.compare import machine_description  # noqa: E402
+from fusion_bench_fw.families.clip_vision import CLIPVisionFamily  # noqa: E402
 from fusion_bench_fw.frank_wolfe.params import combine  # noqa: E402
 from fusion_bench_fw.frank_wolfe.simplex import project_onto_simplex  # noqa: E402
 from fusion_bench_fw.mini.pools import MiniCLIPVisionModelPool  # noqa: E402
-from convergence import commit_of  # noqa: E402
+from harness.machine import commit_of, describe  # noqa: E402
+from harness.report import write_json  # noqa: E402
 
 
 def stacked(dataset, indices):
@@ -67,9 +68,8 @@ def main() -> int:
     pool = MiniCLIPVisionModelPool(variant="ta20", num_irrelevant=0 if args.models == "relevant" else None)
     tasks = list(MiniCLIPVisionModelPool(variant="ta20", num_irrelevant=0).model_names)  # the eval tasks
     models = list(pool.model_names)
-    helper = FWSoft(objective_tasks=tasks)  # FusionBench's zero-shot heads and logits, as FW uses them
-    helper.modelpool = pool
-    helper.zeroshot_weights = {}
+    # FusionBench's zero-shot heads and logits, as FW's objective uses them (the CLIP family's)
+    helper = CLIPVisionFamily(pool, FWSoft().fabric).heads
     helper.setup_zero_shot_classification_head(task_names=tasks)
     model = pool.load_pretrained_model().requires_grad_(False).eval()
     names = [n for n, _ in model.named_parameters()]
@@ -103,7 +103,7 @@ def main() -> int:
     final = combine(points, lam.detach(), names)
     merged = {t: accuracy(model, final, helper.compute_logits, t, test[t]) for t in tasks}
     result = {
-        "commit": commit_of(ROOT), "command": "python " + " ".join(sys.argv), "machine": machine_description(),
+        "commit": commit_of(ROOT), "command": "python " + " ".join(sys.argv), "machine": describe(),
         "seconds": round(time.perf_counter() - started, 1), "tasks": tasks,
         "zero_shot": {t: round(100 * a, 2) for t, a in zero_shot.items()},
         "ceiling": {t: round(100 * a, 2) for t, a in merged.items()},
@@ -113,8 +113,7 @@ def main() -> int:
         "models": args.models,
         "mean_weights": dict(zip(["_pretrained_", *models], [round(float(w), 4) for w in lam.detach().mean(0)])),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(Path(args.out), result)
     print(json.dumps({k: result[k] for k in ("zero_shot_avg", "ceiling_avg", "seconds", "mean_weights")}))
     return 0
 

@@ -25,19 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fusion_bench_fw.cli import POOLS  # noqa: E402
-from fusion_bench_fw.compare import FUSION_BENCH, machine_description  # noqa: E402
+from fusion_bench_fw.compare import FUSION_BENCH  # noqa: E402
 from fusion_bench_fw.mini import ensure_built  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
+from harness.machine import commit_of, describe  # noqa: E402
+from harness.report import write_json  # noqa: E402
 
 ROWS = {"fw_soft": ["method=fw_soft"], "fw_hard": ["method=fw_hard"]}
-
-
-def commit_of(tree: Path) -> str:
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    # uncommitted changes to the code that runs (the package, its configs, the benchmark scripts)
-    code = ["fusion_bench_fw", "config", "hydra_plugins", "benchmarks/*.py"]
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no", "--", *code], capture_output=True, text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 def summarize(log_dir: Path, eval_tasks: List[str]) -> Dict:
@@ -107,13 +101,13 @@ def main() -> int:
     if args.tree:
         env["PYTHONPATH"] = str(tree) + os.pathsep + env.get("PYTHONPATH", "")
     results_file = out / "convergence.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {"machine": machine_description(), "rows": []}
+    results = json.loads(results_file.read_text()) if results_file.exists() else {"machine": describe(), "rows": []}
     modelpool, taskpool = POOLS[args.pool]
     if args.resummarize:
         for entry in results["rows"]:
             tasks = list(load_manifest(ensure_built(entry["pool"], seed=0)).eval_tasks)
             entry.update(summarize(out / "runs" / entry["name"], tasks))
-        results_file.write_text(json.dumps(results, indent=1))
+        write_json(results_file, results)
         write_report(results, out / "convergence.md")
         return 0
     for row in [r for r in args.rows.split(",") if r]:
@@ -134,7 +128,7 @@ def main() -> int:
             "wall_s": round(seconds, 1), **summarize(log_dir, eval_tasks),
         }
         results["rows"] = [r for r in results["rows"] if r["name"] != name] + [entry]
-        results_file.write_text(json.dumps(results, indent=1))
+        write_json(results_file, results)
         write_report(results, out / "convergence.md")
         print(f"[convergence] {name}: avg {entry['average']}, objective {entry['objective_final']:.4f}, gap {entry['gap_first']:.3f} -> {entry['gap_final']:.4f}, {entry['stop_reason']}", flush=True)
     return 0

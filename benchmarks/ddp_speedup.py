@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusion_bench_fw.compare import machine_description  # noqa: E402
+from fusion_bench_fw.compare import FUSION_BENCH  # noqa: E402
+from harness.machine import describe, one_line  # noqa: E402
+from harness.report import write_json, write_lines  # noqa: E402
 
-FUSION_BENCH = str(Path(sys.executable).with_name("fusion_bench"))
 POOLS = {"ta20": "mini-clip_TA20", "micro": "mini-clip_micro"}
 
 
@@ -70,20 +71,19 @@ def main() -> int:
 
     result = {
         "command": "python benchmarks/ddp_speedup.py " + " ".join(sys.argv[1:]),
-        "machine": machine_description(),
+        "machine": describe(),
         "threads_per_process": setups,
         "phases": {str(n): {phase: summary(v) for phase, v in p.items()} for n, p in phases.items()},
     }
     speedups = {phase: statistics.median(phases[1][phase]) / statistics.median(phases[2][phase]) for phase in ("gradient", "lmo")}
     result["speedup_2_vs_1"] = speedups
     out = Path(args.out)  # writes out.json and out.md
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (out.with_suffix(".json")).write_text(json.dumps(result, indent=1))
+    write_json(out.with_suffix(".json"), result)
     lines = [
         "# FW-Merging data-parallel speed-up, 2 processes vs 1 (CPU, gloo)",
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}  ",
+        f"Machine: {one_line(result['machine'])}  ",
         f"Threads per process: {setups} (processes -> threads); fw_hard task-wise, {args.samples_per_task} samples/task,",
         f"{args.iters} iterations x {args.repeats} repeats; medians over all iterations (spread = min..max).",
         "",
@@ -96,7 +96,7 @@ def main() -> int:
             f"| {phase} | {one['median_s']:.4f} ({one['min_s']:.4f}..{one['max_s']:.4f}) | "
             f"{two['median_s']:.4f} ({two['min_s']:.4f}..{two['max_s']:.4f}) | {speedups[phase]:.2f}x |"
         )
-    (out.with_suffix(".md")).write_text("\n".join(lines) + "\n")
+    write_lines(out.with_suffix(".md"), lines)
     print("\n".join(lines))
     return 0
 

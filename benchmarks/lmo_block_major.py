@@ -5,9 +5,9 @@ under ``--work-dir`` (reused across runs), reads them once so the page cache is 
 interleaved within each repeat: a raw sequential read of the n files (``readinto`` of 1 MiB chunks),
 and ``score_vertices`` over ``PoolCheckpoints`` as the solver calls it for the inner-product score
 (``with_norms=False``) with 1 gradient row (fw_hard) and 5 rows (fw_soft with 4 objective tasks),
-once forced vertex-major (a source wrapper without ``block_reader``) and once block-major (for 1
-row forced too: by default ``score_vertices`` streams a single row vertex-major, see
-``BLOCK_MAJOR_MIN_PRODUCTS``). Medians over repeats; ratios are to the raw read's median.
+once vertex-major and once block-major, both forced through ``score_vertices``'s ``order`` (by
+default a single row streams vertex-major, see ``BLOCK_MAJOR_MIN_PRODUCTS`` in ``reading.py``).
+Medians over repeats; ratios are to the raw read's median.
 
     python benchmarks/lmo_block_major.py --n 8
 """
@@ -15,7 +15,6 @@ row forced too: by default ``score_vertices`` streams a single row vertex-major,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -38,17 +37,6 @@ class ModelDirs:
 
     def load_model(self, name):
         raise RuntimeError(f"{name}: expected the safetensors path")
-
-
-class VertexMajor:
-    """The same source without the block capability: score_vertices streams it vertex by vertex."""
-
-    def __init__(self, source):
-        self.source = source
-        self.names = source.names
-
-    def stream(self, indices=None):
-        return self.source.stream(indices)
 
 
 def make_checkpoints(work_dir: Path, n: int) -> list:
@@ -106,9 +94,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from fusion_bench_fw.checkpoints import PoolCheckpoints
-    from fusion_bench_fw.compare import machine_description
-    from fusion_bench_fw.frank_wolfe import lmo as lmo_module
-    from fusion_bench_fw.frank_wolfe.lmo import BLOCK_GROUP, score_vertices
+    from harness.machine import describe, one_line
+    from harness.report import write_json, write_lines
+    from fusion_bench_fw.frank_wolfe.reading import BLOCK_GROUP, PassOrder, score_vertices
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     block_group = args.block_group or BLOCK_GROUP
@@ -132,12 +120,8 @@ def main() -> int:
 
     def lmo(block_major: bool, n_rows: int):
         source = PoolCheckpoints(ModelDirs(models), list(models), names)
-        default_rule = lmo_module.BLOCK_MAJOR_MIN_PRODUCTS
-        lmo_module.BLOCK_MAJOR_MIN_PRODUCTS = 1  # block-major whenever the source can, even for 1 row
-        try:
-            scores = score_vertices(source if block_major else VertexMajor(source), theta, rows[n_rows], names, with_norms=False, block_group=block_group)
-        finally:
-            lmo_module.BLOCK_MAJOR_MIN_PRODUCTS = default_rule
+        order = PassOrder.BLOCK_MAJOR if block_major else PassOrder.VERTEX_MAJOR
+        scores = score_vertices(source, theta, rows[n_rows], names, with_norms=False, block_group=block_group, order=order)
         assert source.loads == len(models) and source.block_loads == (len(models) if block_major else 0)
         return scores
 
@@ -172,7 +156,7 @@ def main() -> int:
     medians = {op: statistics.median(values) for op, values in times.items()}
     raw = medians["raw read"]
     command = "python benchmarks/lmo_block_major.py " + " ".join(sys.argv[1:])
-    machine = machine_description()
+    machine = describe()
     total_bytes = sum(f.stat().st_size for f in files)
     result = {
         "command": command,
@@ -190,8 +174,7 @@ def main() -> int:
         f"# LMO pass vs raw read, n={args.n} CLIP ViT-B/32 checkpoints (warm page cache)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine['cpu_cores']} cores, {machine['memory_gib']} GiB RAM, torch {machine['torch']}, {machine['platform']}; "
-        f"torch threads: {args.threads}. The machine was shared with another benchmark job: compare ratios, not seconds.  ",
+        f"Machine: {one_line(machine)}; torch threads: {args.threads}; 1-minute load average at the end {os.getloadavg()[0]:.1f}.  ",
         f"{args.n} files, {total_bytes / 1e9:.2f} GB in all; {args.repeats} repeats, interleaved; block_group={block_group}; "
         f"`score_vertices(..., with_norms=False)` over `PoolCheckpoints`, random gradient rows. By default "
         f"`score_vertices` takes the vertex-major path for 1 row and the block-major path for 5 rows.",
@@ -210,9 +193,8 @@ def main() -> int:
         rise = f"{max(peak_rss_mb[op]):.0f}" if peak_rss_mb[op] else "n/a"
         lines.append(f"| {op} | {medians[op]:.3f} | {min(values):.3f}..{max(values):.3f} | {medians[op] / raw:.2f} | {rise} |")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_json(out.with_suffix(".json"), result)
+    write_lines(out.with_suffix(".md"), lines)
     print("\n".join(lines))
     return 0
 

@@ -24,12 +24,13 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusion_bench_fw.compare import machine_description, method_specs, run_method  # noqa: E402
+from fusion_bench_fw.compare import method_specs, run_method  # noqa: E402
 from fusion_bench_fw.mini import ensure_built  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from convergence import commit_of  # noqa: E402
+from harness.machine import commit_of, describe, one_line  # noqa: E402
+from harness.report import write_json, write_lines  # noqa: E402
 
 GOAL_POINTS = 0.5
 
@@ -96,12 +97,12 @@ def main() -> int:
             print(f"[{pool}] {method}: {result.error or f'{accuracy:.1f}'} ({result.seconds:.0f} s)", flush=True)
 
     command = "python benchmarks/noisy_models.py " + " ".join(sys.argv[1:])
-    payload = {"command": command, "machine": machine_description(), "eval_tasks": eval_tasks, "noise_seed": args.noise_seed, "kinds": kinds, "results": rows}
-    (out / "noisy.json").write_text(json.dumps(payload, indent=1))
+    payload = {"command": command, "machine": describe(), "eval_tasks": eval_tasks, "noise_seed": args.noise_seed, "kinds": kinds, "results": rows}
+    write_json(out / "noisy.json", payload)
     fmt = lambda v: "failed" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [
         "# Noisy models on mini-TA20 (paper Fig. 1c analog)", "",
-        f"Command: `{command}`; commits of the runs: {', '.join(sorted({c['commit'] for r in rows.values() for k, c in r.items() if isinstance(c, dict)}))}  ", f"Machine: {payload['machine']}", "",
+        f"Command: `{command}`; commits of the runs: {', '.join(sorted({c['commit'] for r in rows.values() for k, c in r.items() if isinstance(c, dict)}))}  ", f"Machine: {one_line(payload['machine'])}", "",
         f"Pool: the 20 mini-TA20 models, clean or plus one noisy vision tower (seed {args.noise_seed}): {', '.join(kinds)}. "
         f"Average accuracy (%) on the eval tasks {', '.join(eval_tasks)}. Goal for FW: drop <= {GOAL_POINTS} points, the noisy model never selected.", "",
         "| method | noisy model | clean | + noisy | drop | distance from pretrained | screened out | ever selected | final weight | goal |",
@@ -117,7 +118,7 @@ def main() -> int:
             goal = "" if not fw or drop is None else ("PASS" if drop <= GOAL_POINTS and not cell.get("selected") else f"MISS (drop {drop:.1f})")
             extra = [f"{cell['distance']:.3f}" if cell.get("distance") is not None else "", str(cell.get("screened", "")), str(cell.get("selected", "")), "" if cell.get("weight") is None else f"{cell['weight']:.3g}"]
             lines.append(f"| {row['label']} | {kind} | {fmt(clean)} | {fmt(noisy)} | {fmt(drop)} | " + " | ".join(extra) + f" | {goal} |")
-    (out / "noisy.md").write_text("\n".join(lines) + "\n")
+    write_lines(out / "noisy.md", lines)
     print("\n".join(lines))
     return 0
 

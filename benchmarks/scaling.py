@@ -22,7 +22,9 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusion_bench_fw.compare import MethodSpec, machine_description, run_method  # noqa: E402
+from fusion_bench_fw.compare import MethodSpec, run_method  # noqa: E402
+from harness.machine import describe, one_line  # noqa: E402
+from harness.report import write_json, write_lines  # noqa: E402
 
 
 def specs(budget: int, fw_iters: int, samples: int) -> Dict[str, MethodSpec]:
@@ -145,14 +147,14 @@ def main() -> int:
             results[kind] = merge_curves(results[kind], data) if kind in results else data
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
     commands = earlier.get("commands", []) + [command]
-    payload = {"command": command, "commands": commands, "machine": machine_description(), **results}
-    (out / "scaling.json").write_text(json.dumps(payload, indent=1))
-    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}`  " for c in commands], f"Machine: {payload['machine']}", ""]
+    payload = {"command": command, "commands": commands, "machine": describe(), **results}
+    write_json(out / "scaling.json", payload)
+    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}`  " for c in commands], f"Machine: {one_line(payload['machine'])}", ""]
     if "irrelevant" in results:
         text += ["(a) 4 relevant + m irrelevant models, accuracy (%) on the 4 eval tasks:", "", markdown("m", results["irrelevant"]), ""]
     if "relevant" in results:
         text += ["(b) first n models, accuracy (%) on those n tasks:", "", markdown("n", results["relevant"]), ""]
-    (out / "scaling.md").write_text("\n".join(text))
+    write_lines(out / "scaling.md", text)
     plot(results, out / "scaling.png")
     print("\n".join(text))
     return 0

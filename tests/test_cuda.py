@@ -11,7 +11,7 @@ import torch
 from test_engine import FakePool, ListSource, assert_same_scores, random_lmo_case, write_models
 
 from fusion_bench_fw.checkpoints import PoolCheckpoints
-from fusion_bench_fw.frank_wolfe import device_pipeline, lmo, score_vertices
+from fusion_bench_fw.frank_wolfe import device_pipeline, reading, score_vertices
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -39,7 +39,7 @@ def test_cuda_assembly_copies_the_selected_blocks(tmp_path, monkeypatch):
     models = write_models(tmp_path, vertices)
     monkeypatch.setattr(device_pipeline, "DEVICE_CHUNK_BYTES", 4 * 5)
     selections = [torch.tensor([0, 2, 2, 1, 0]), torch.tensor([2, 2, 3, 1, 0])]
-    gathered = lmo.assemble(PoolCheckpoints(FakePool(models), list(models), names), selections, names, on_cuda(theta))
+    gathered = reading.assemble(PoolCheckpoints(FakePool(models), list(models), names), selections, names, on_cuda(theta))
     for j, selection in enumerate(selections):
         for b, name in enumerate(names):
             assert gathered[j][name].is_cuda

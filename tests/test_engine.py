@@ -12,7 +12,9 @@ from scipy.optimize import minimize
 from fusion_bench_fw.frank_wolfe import (
     FrankWolfeHard,
     FrankWolfeSoft,
+    HardOptions,
     LineSearch,
+    SoftOptions,
     LossAndGrad,
     SolverState,
     StopReason,
@@ -148,6 +150,7 @@ def initial_state(points):
 
 
 def solver_kwargs(problem, source, **overrides):
+    """A solver's wiring and options in one flat dict (``hard``/``soft`` split them)."""
     kwargs = dict(
         objective=problem,
         source=source,
@@ -158,6 +161,23 @@ def solver_kwargs(problem, source, **overrides):
     )
     kwargs.update(overrides)
     return kwargs
+
+
+WIRING = ("objective", "source", "block_names", "labels", "vertex_columns", "on_iteration", "shard", "all_reduce", "screened", "record_per_block", "merge_fn", "line_search")
+
+
+def _build(solver_class, options_class, settings):
+    wiring = {k: v for k, v in settings.items() if k in WIRING}
+    options = options_class(**{k: v for k, v in settings.items() if k not in WIRING})
+    return solver_class(options=options, **wiring)
+
+
+def hard(**settings) -> FrankWolfeHard:
+    return _build(FrankWolfeHard, HardOptions, settings)
+
+
+def soft(**settings) -> FrankWolfeSoft:
+    return _build(FrankWolfeSoft, SoftOptions, settings)
 
 
 # --- simplex projection -------------------------------------------------------------------------
@@ -283,13 +303,13 @@ def test_block_major_lmo_matches_vertex_major(with_norms, block_group):
 def test_block_major_tiles_large_blocks_like_whole_blocks(monkeypatch):
     """On the CPU a block is read in slices of CPU_READ_BYTES, multiplied in tiles of CPU_TILE_BYTES;
     tiny, ragged slices and tiles must give the same sums."""
-    from fusion_bench_fw.frank_wolfe import lmo
+    from fusion_bench_fw.frank_wolfe import reading
 
     names, vertices, theta, grads = random_lmo_case(seed=1)
     labels = [f"m{i}" for i in range(len(vertices))]
     whole = score_vertices(BlockListSource(labels, vertices), theta, grads, names, with_norms=True)
-    monkeypatch.setattr(lmo, "CPU_TILE_BYTES", 64)  # a few elements per tile, ragged last tiles
-    monkeypatch.setattr(lmo, "CPU_READ_BYTES", 36)  # 9 floats per slice: several tiles, ragged too
+    monkeypatch.setattr(reading, "CPU_TILE_BYTES", 64)  # a few elements per tile, ragged last tiles
+    monkeypatch.setattr(reading, "CPU_READ_BYTES", 36)  # 9 floats per slice: several tiles, ragged too
     tiled = score_vertices(BlockListSource(labels, vertices), theta, grads, names, with_norms=True, block_group=3)
     assert_same_scores(whole, tiled, vertices, theta, grads, names)
 
@@ -382,7 +402,7 @@ def test_solver_on_a_block_source_follows_the_same_path():
     finals = []
     for source in (hull_source(points), BlockListSource(["_pretrained_"] + [f"m{i}" for i in range(1, len(points))], points)):
         state = initial_state(points)
-        FrankWolfeHard(**solver_kwargs(problem, source, max_iters=20, granularity="layer", lmo_block_group=2), step_rule=LineSearch(evaluations=30)).run(state)
+        hard(**solver_kwargs(problem, source, max_iters=20, granularity="layer", lmo_block_group=2), line_search_evals=30).run(state)
         finals.append(state)
     assert [r["selected"] for r in finals[0].trajectory] == [r["selected"] for r in finals[1].trajectory]
     assert torch.allclose(flat(finals[0].theta), flat(finals[1].theta), atol=1e-10)
@@ -513,7 +533,7 @@ def test_hard_fw_line_search_gap_shrinks_and_reaches_the_optimum():
     problem, points = make_problem()
     source = hull_source(points)
     state = initial_state(points)
-    solver = FrankWolfeHard(**solver_kwargs(problem, source, max_iters=1000, gap_tol=1e-7), step_rule=LineSearch(evaluations=30))
+    solver = hard(**solver_kwargs(problem, source, max_iters=1000, gap_tol=1e-7), line_search_evals=30)
     solver.run(state)
     optimum = reference_optimum(problem, points)
     gaps = [r["fw_gap"] for r in state.trajectory]
@@ -534,8 +554,8 @@ def test_hard_fw_stops_at_gap_tolerance():
     problem, points = make_problem(seed=1)
     source = hull_source(points)
     state = initial_state(points)
-    FrankWolfeHard(**solver_kwargs(problem, source, max_iters=500, gap_tol=1e-2), step_rule=LineSearch(evaluations=30)).run(state)
-    assert state.trajectory[-1]["stopped"] is True
+    hard(**solver_kwargs(problem, source, max_iters=500, gap_tol=1e-2), line_search_evals=30).run(state)
+    assert state.trajectory[-1]["converged"] is True
     assert state.trajectory[-1]["fw_gap"] <= 1e-2
     assert all(r["fw_gap"] > 1e-2 for r in state.trajectory[:-1])
     assert "gap_tol" in state.stop_reason
@@ -549,7 +569,7 @@ def test_layerwise_hard_fw_reaches_a_stitched_optimum_that_taskwise_cannot():
     finals = {}
     for granularity in ("task", "layer"):
         state = initial_state(points)
-        FrankWolfeHard(**solver_kwargs(problem, source, max_iters=300, granularity=granularity), step_rule=LineSearch(evaluations=30)).run(state)
+        hard(**solver_kwargs(problem, source, max_iters=300, granularity=granularity, record_per_block=True), line_search_evals=30).run(state)
         finals[granularity] = problem.loss(state.theta)
         if granularity == "layer":
             counts = state.trajectory[0]["selected"]
@@ -566,7 +586,7 @@ def test_soft_fw_with_k_equal_n_reaches_the_optimum_in_two_iterations():
     problem, points = make_problem(seed=3)
     source = hull_source(points)
     state = initial_state(points)
-    solver = FrankWolfeSoft(
+    solver = soft(
         **solver_kwargs(problem, source, max_iters=2),
         topk=len(source.names), coefficients="model", inner_steps=3000, inner_lr=0.002, inner_optimizer="sgd",
     )
@@ -584,7 +604,7 @@ def test_soft_fw_never_increases_the_objective_and_keeps_weights_exact():
     problem, points = make_problem(seed=4)
     source = hull_source(points)
     state = initial_state(points)
-    FrankWolfeSoft(**solver_kwargs(problem, source, max_iters=5), topk=2, inner_steps=15, inner_lr=0.05).run(state)
+    soft(**solver_kwargs(problem, source, max_iters=5), topk=2, inner_steps=15, inner_lr=0.05).run(state)
     losses = [problem.loss(points[0])] + [r["loss_after"] for r in state.trajectory]
     assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))
     assert losses[-1] < 0.5 * losses[0]
@@ -597,12 +617,12 @@ def test_soft_fw_never_increases_the_objective_and_keeps_weights_exact():
 def test_invalid_options_are_rejected_with_the_allowed_values():
     problem, points = make_problem()
     source = ListSource(["m1"], points[1:2])
-    with pytest.raises(ValueError, match="allowed: task, layer"):
-        FrankWolfeHard(**solver_kwargs(problem, source, granularity="block"), step_rule=LineSearch())
-    with pytest.raises(ValueError, match="allowed: inner_product, cosine"):
-        FrankWolfeHard(**solver_kwargs(problem, source, score="dot"), step_rule=LineSearch())
+    with pytest.raises(ValueError, match="allowed values: task, layer"):
+        hard(**solver_kwargs(problem, source, granularity="block"))
+    with pytest.raises(ValueError, match="allowed values: inner_product, cosine"):
+        hard(**solver_kwargs(problem, source, score="dot"))
     with pytest.raises(ValueError, match="topk must be >= 1"):
-        FrankWolfeSoft(**solver_kwargs(problem, source), topk=0)
+        soft(**solver_kwargs(problem, source), topk=0)
 
 
 def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
@@ -615,8 +635,8 @@ def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
     near = {k: 0.5 * torch.ones(dim, dtype=torch.float64) for k in BLOCKS}
     far = {k: 100.0 * torch.ones(dim, dtype=torch.float64) for k in BLOCKS}
     source = ListSource(["_pretrained_", "near", "far"], [start, near, far])
-    plain = FrankWolfeHard(**solver_kwargs(problem, source, max_iters=1), step_rule=make_step_rule("constant", step_size=0.5))
-    probed = FrankWolfeHard(**{**solver_kwargs(problem, source, max_iters=1), "probe_step": 0.05}, step_rule=make_step_rule("constant", step_size=0.5))
+    plain = hard(**solver_kwargs(problem, source, max_iters=1), step_rule="constant", step_size=0.5)
+    probed = hard(**{**solver_kwargs(problem, source, max_iters=1), "probe_step": 0.05}, step_rule="constant", step_size=0.5)
     plain_state, probed_state = initial_state([start, near, far]), initial_state([start, near, far])
     plain.run(plain_state)
     probed.run(probed_state)
@@ -651,7 +671,7 @@ def _stitched_optimum_problem():
 def test_soft_fw_without_the_gap_vertex_idles_at_a_positive_gap_and_says_so():
     problem, points = _stitched_optimum_problem()
     state = initial_state(points)
-    solver = FrankWolfeSoft(**solver_kwargs(problem, hull_source(points), max_iters=10), offer_gap_vertex=False, inner_steps=60, inner_lr=0.05)
+    solver = soft(**solver_kwargs(problem, hull_source(points), max_iters=10), offer_gap_vertex=False, inner_steps=60, inner_lr=0.05)
     solver.run(state)
     assert problem.loss(state.theta) == pytest.approx(0.3025, abs=1e-4)
     assert state.trajectory[-1]["fw_gap"] == pytest.approx(0.605, abs=1e-3)
@@ -665,7 +685,7 @@ def test_soft_fw_without_the_gap_vertex_idles_at_a_positive_gap_and_says_so():
 def test_soft_fw_offers_the_gap_vertex_and_drives_the_gap_below_tolerance():
     problem, points = _stitched_optimum_problem()
     state = initial_state(points)
-    solver = FrankWolfeSoft(**solver_kwargs(problem, hull_source(points), max_iters=30, gap_tol=1e-4), inner_steps=60, inner_lr=0.05)
+    solver = soft(**solver_kwargs(problem, hull_source(points), max_iters=30, gap_tol=1e-4), inner_steps=60, inner_lr=0.05)
     solver.run(state)
     assert state.stop is StopReason.CONVERGED, state.stop_reason
     assert state.trajectory[-1]["fw_gap"] <= 1e-4
@@ -683,7 +703,7 @@ def test_soft_fw_makes_progress_even_when_the_coefficient_search_cannot():
     source = ListSource(["m1"], points[1:])
     state = initial_state(points)
     kwargs = solver_kwargs(problem, source, max_iters=1, labels=["_pretrained_", "m1"], vertex_columns=[1])
-    FrankWolfeSoft(**kwargs, inner_steps=5, inner_lr=50.0).run(state)
+    soft(**kwargs, inner_steps=5, inner_lr=50.0).run(state)
     record = state.trajectory[0]
     assert record["fw_gap"] > 0 and 0 < record["fw_step_size"] < 1
     assert float(state.theta["a"]) == pytest.approx(0.1, abs=0.02)
@@ -699,7 +719,7 @@ def test_soft_fw_searches_again_from_theta_t_when_the_uniform_start_fails():
     for init in ("uniform", "current"):
         state = initial_state(points)
         kwargs = solver_kwargs(problem, source, max_iters=1, labels=["_pretrained_", "m1"], vertex_columns=[1])
-        FrankWolfeSoft(**kwargs, inner_steps=3, inner_lr=0.02, inner_init=init).run(state)
+        soft(**kwargs, inner_steps=3, inner_lr=0.02, inner_init=init).run(state)
         losses[init] = problem.loss(state.theta)
         assert 0.0 < float(state.theta["a"]) <= 0.1 + 1e-9  # moved toward the optimum, not past it
     assert losses["uniform"] == pytest.approx(losses["current"])  # same second search
@@ -724,7 +744,7 @@ def test_soft_fw_with_layer_coefficients_reports_the_block_wise_gap():
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     state = SolverState(theta={k: t.clone() for k, t in stitched.items()}, weights=weights, weights_exact=True)
     kwargs = solver_kwargs(problem, source, max_iters=3, labels=["v1", "v2"], vertex_columns=[0, 1])
-    FrankWolfeSoft(**kwargs, topk=1, coefficients="layer", inner_steps=5).run(state)
+    soft(**kwargs, topk=1, coefficients="layer", inner_steps=5).run(state)
     assert state.trajectory[0]["fw_gap"] == pytest.approx(0.0, abs=1e-12)
     assert state.stop is StopReason.CONVERGED  # a certificate of optimality, not a stall
 
@@ -737,13 +757,13 @@ def test_device_pipeline_matches_the_cpu_pass(monkeypatch, tmp_path, with_norms,
     while reads are in flight; the tables must equal the vertex-major pass's, from the real
     safetensors slice reader, also for a single gradient row (which the CPU pass streams)."""
     from fusion_bench_fw.checkpoints import PoolCheckpoints
-    from fusion_bench_fw.frank_wolfe import device_pipeline, lmo
+    from fusion_bench_fw.frank_wolfe import device_pipeline, reading
 
     names, vertices, theta, grads = random_lmo_case(seed=8, n=5, rows=rows)
     models = write_models(tmp_path, vertices)
     pool = FakePool(models)
     reference = score_vertices(ListSource(list(models), vertices), theta, grads, names, with_norms=with_norms)
-    monkeypatch.setattr(lmo, "use_device_pipeline", lambda device: True)
+    monkeypatch.setattr(reading, "use_device_pipeline", lambda device: True)
     monkeypatch.setattr(device_pipeline, "DEVICE_CHUNK_BYTES", 3 * 4 * 7)  # 7 floats per vertex of a group of 3
     monkeypatch.setattr(device_pipeline, "READ_THREADS", 2)
     source = PoolCheckpoints(pool, list(models), names)
@@ -802,7 +822,7 @@ class TwoTasks:
 def test_soft_fw_derives_the_total_row_and_follows_the_same_path(score, monkeypatch):
     """With task weights announced, the LMO reads the vertices against the task rows only (one
     row fewer); the run must match the one that scores the total row directly."""
-    import fusion_bench_fw.frank_wolfe.soft as solver_module
+    import fusion_bench_fw.frank_wolfe.solver as solver_module
 
     first, points = make_problem(seed=10)
     second, _ = make_problem(seed=11)
@@ -817,7 +837,7 @@ def test_soft_fw_derives_the_total_row_and_follows_the_same_path(score, monkeypa
         monkeypatch.setattr(solver_module, "score_vertices", recording)
         state = initial_state(points)
         problem = TwoTasks(first, second, announce_weights=announce)
-        FrankWolfeSoft(**solver_kwargs(problem, hull_source(points), max_iters=3), topk=1, inner_steps=20, inner_lr=0.05, score=score).run(state)
+        soft(**solver_kwargs(problem, hull_source(points), max_iters=3), topk=1, inner_steps=20, inner_lr=0.05, score=score).run(state)
         runs.append((state, rows_seen))
     (derived, derived_rows), (direct, direct_rows) = runs
     assert derived_rows[0] == ["task:a", "task:b"] and direct_rows[0] == ["task:a", "task:b", "total"]
@@ -839,7 +859,7 @@ def test_pairwise_fw_removes_a_bad_vertex_that_vanilla_fw_only_shrinks():
     for variant in ("fw", "pairwise"):
         theta = {k: sum(float(w) * p[k] for w, p in zip(start[0], points)) for k in BLOCKS}
         state = SolverState(theta=theta, weights=start.clone(), weights_exact=True)
-        solver = FrankWolfeHard(**solver_kwargs(problem, hull_source(points), max_iters=6, granularity="task", min_rel_decrease=0.0), step_rule=LineSearch(evaluations=40), variant=variant)
+        solver = hard(**solver_kwargs(problem, hull_source(points), max_iters=6, granularity="task", min_rel_decrease=0.0), line_search_evals=40, variant=variant)
         solver.run(state)
         losses = [problem.loss(theta)] + [r["loss_after"] for r in state.trajectory]
         assert all(b <= a + 1e-15 for a, b in zip(losses, losses[1:]))
@@ -854,10 +874,10 @@ def test_pairwise_fw_removes_a_bad_vertex_that_vanilla_fw_only_shrinks():
 
 def test_pairwise_needs_exact_convex_weights():
     problem, points = make_problem()
-    with pytest.raises(ValueError, match="allowed: fw, pairwise"):
-        FrankWolfeHard(**solver_kwargs(problem, hull_source(points)), step_rule=LineSearch(), variant="away")
+    with pytest.raises(ValueError, match="allowed values: fw, pairwise"):
+        hard(**solver_kwargs(problem, hull_source(points)), variant="away")
     with pytest.raises(ValueError, match="use merge_fn=convex"):
-        FrankWolfeHard(**solver_kwargs(problem, hull_source(points)), step_rule=LineSearch(), variant="pairwise", merge_fn=lambda a, b, g: a)
+        HardOptions(variant="pairwise", merge_fn="ties")
 
 
 def test_line_search_halves_its_step_when_the_golden_section_finds_no_decrease():
@@ -880,7 +900,7 @@ def test_an_affine_start_is_reported_outside_the_hull_and_takes_plain_fw_steps()
     state = SolverState(theta=theta, weights=weights, weights_exact=True)
     assert not state.in_hull()
     # a 10% step keeps 0.9 x -0.5 on theta_0: still outside the hull after the iteration
-    FrankWolfeHard(**solver_kwargs(problem, hull_source(points), max_iters=1), step_rule=make_step_rule("constant", step_size=0.1), variant="pairwise").run(state)
+    hard(**solver_kwargs(problem, hull_source(points), max_iters=1), step_rule="constant", step_size=0.1, variant="pairwise").run(state)
     record = state.trajectory[0]
     assert "away" not in record and record["step_size"] == 0.1
     expected = 0.9 * -0.5 + (0.1 if record["selected"] == "_pretrained_" else 0.0)  # a vanilla FW step

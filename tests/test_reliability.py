@@ -130,7 +130,7 @@ def test_nan_checkpoint_is_named_before_any_data_work(micro_pool, tmp_path):
     algorithm = FWSoft(**SOFT)
     with pytest.raises(ValueError, match=r"model 'broken': parameter 'vision_model.post_layernorm.weight' contains NaN or Inf"):
         algorithm.run(pool)
-    assert algorithm.zeroshot_weights == {}  # failed before building the objective
+    assert algorithm.family.heads.zeroshot_weights == {}  # failed before building the objective
 
 
 def test_architecture_mismatch_names_model_parameter_and_shapes(micro_pool, tmp_path):

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
 from .base import ModelFamily
 
+_EXTRA: List[Type[ModelFamily]] = []
+
+
+def register_family(family: Type[ModelFamily]) -> Type[ModelFamily]:
+    """Make ``family`` available to FWHard/FWSoft (``method.model_family=<its name>``, or chosen
+    automatically for the pools it accepts, after the built-in families); usable as a decorator."""
+    if family not in _EXTRA:
+        _EXTRA.append(family)
+    return family
+
 
 def registered() -> Dict[str, Type[ModelFamily]]:
-    """Family name -> class. Imported lazily: each family pulls in its own FusionBench modules."""
+    """Family name -> class. Built-ins are imported lazily: each pulls in its own FusionBench modules."""
     from .clip_vision import CLIPVisionFamily
 
-    return {family.name: family for family in (CLIPVisionFamily,)}
+    return {family.name: family for family in (CLIPVisionFamily, *_EXTRA)}
 
 
 def family_for(modelpool, name: Optional[str] = None) -> Type[ModelFamily]:
@@ -25,10 +35,10 @@ def family_for(modelpool, name: Optional[str] = None) -> Type[ModelFamily]:
         if family.accepts(modelpool):
             return family
     raise ValueError(
-        f"FW-Merging has no model family for a {type(modelpool).__name__}: supported pools are those of the families "
-        f"{', '.join(f'{n} ({c.__doc__.strip().splitlines()[0]})' for n, c in families.items())}; set method.model_family "
-        f"to use one of them with this pool"
+        f"FW-Merging has no model family for a {type(modelpool).__name__}; the families are "
+        f"{'; '.join(f'{n} ({c.description})' for n, c in families.items())}. Set method.model_family "
+        f"to one of them to use it with this pool"
     )
 
 
-__all__ = ["ModelFamily", "family_for", "registered"]
+__all__ = ["ModelFamily", "family_for", "register_family", "registered"]

@@ -24,6 +24,7 @@ class ModelFamily(ABC):
     """One kind of model pool. Built once per run with the pool and the run's Fabric."""
 
     name: ClassVar[str]
+    description: ClassVar[str]  # the pools it handles, in a few words (for error messages)
     losses: ClassVar[Tuple[str, ...]]  # objective losses this family computes; the first is the default
     # the split each loss reads its samples from (labelled train samples, or unlabelled test ones)
     loss_splits: ClassVar[Mapping[str, str]] = {"cross_entropy": "train", "entropy": "test"}

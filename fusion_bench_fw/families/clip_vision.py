@@ -39,6 +39,7 @@ class _ZeroShotHeads(CLIPClassificationMixin):
 
 class CLIPVisionFamily(ModelFamily):
     name = "clip_vision"
+    description = "Hugging Face CLIP vision towers (CLIPVisionModelPool)"
     losses = ("cross_entropy", "entropy")
 
     def __init__(self, modelpool, fabric, cache_dir=None):

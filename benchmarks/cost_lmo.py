@@ -1,0 +1,211 @@
+"""One LMO pass over n real-size checkpoints vs just reading the same files, cold and warm.
+
+The pass is ``score_vertices`` over ``PoolCheckpoints``, called as the solver calls it (inner-product
+score, no vertex norms), with random gradient-like rows: 1 row (fw_hard), 5 rows (total + one per
+objective task) and fw_soft's pass (the task rows, the total row derived from them). The baseline
+streams every byte of the same files two ways: ``readinto`` with 1 MiB buffers and
+POSIX_FADV_SEQUENTIAL, and mmap (as safetensors does) + a float32 sum. Cold: the files' pages are
+evicted first (posix_fadvise DONTNEED; the resident fraction is measured with fincore); warm: the
+files are read just before. Operations are interleaved within each repeat. Then, with one
+checkpoint in memory, the per-vertex arithmetic alone. Pool: ``_cost_pool.py``.
+
+Usage::
+
+    .venv/bin/python benchmarks/cost_lmo.py --sizes 4,20 --repeats 3
+    .venv/bin/python benchmarks/cost_lmo.py --report-only
+
+Writes ``benchmarks/results/cost/lmo.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _cost_pool as cost_pool  # noqa: E402
+from harness import child, cli, machine  # noqa: E402
+from harness.report import write_json  # noqa: E402
+
+DEFINITIONS = {
+    "seconds": "wall time of one operation over the first n fine-tuned checkpoints",
+    "read_bytes": "readinto with a 1 MiB buffer, POSIX_FADV_SEQUENTIAL",
+    "read_mmap": "mmap of each file + float32 sum of all its words (every byte through the CPU once)",
+    "lmo_1row": "score_vertices(PoolCheckpoints, theta, {total}, with_norms=False): fw_hard's pass",
+    "lmo_5rows": "score_vertices with the total row and one row per objective task",
+    "lmo_soft": "fw_soft's pass: the task rows through score_vertices, the total row derived (with_combined_row)",
+    "cold": "posix_fadvise(POSIX_FADV_DONTNEED) on each file just before; resident_before from fincore",
+    "warm": "the files read once just before",
+    "per_vertex": "seconds per checkpoint with the checkpoint already in memory, median of 2",
+}
+
+
+def evict(files: List[Path]) -> None:
+    for file in files:
+        fd = os.open(str(file), os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def resident_fraction(files: List[Path]) -> Optional[float]:
+    """Fraction of the files' pages in the page cache (util-linux fincore), or None without it."""
+    if not shutil.which("fincore"):
+        return None
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES,SIZE", *map(str, files)], capture_output=True, text=True, timeout=60).stdout
+    pairs = [tuple(map(int, line.split()[:2])) for line in out.strip().splitlines()]
+    size = sum(s for _, s in pairs)
+    return sum(r for r, _ in pairs) / size if size else None
+
+
+def read_bytes(files: List[Path]) -> None:
+    view = memoryview(bytearray(1 << 20))
+    for file in files:
+        fd = os.open(str(file), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            while handle.readinto(view):
+                pass
+
+
+def read_mmap(files: List[Path]) -> None:
+    import numpy as np
+
+    for file in files:
+        with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            words = np.frombuffer(mapped, dtype=np.float32, count=len(mapped) // 4)
+            with np.errstate(all="ignore"):
+                float(words.sum())
+            del words
+
+
+def measure(args, work_dir: Path, provenance: Dict[str, str]) -> Dict[str, List[Dict[str, Any]]]:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from fusion_bench_fw.checkpoints import PoolCheckpoints
+    from fusion_bench_fw.frank_wolfe import score_vertices
+    from fusion_bench_fw.frank_wolfe.lmo import with_combined_row
+    from fusion_bench_fw.frank_wolfe.params import block_dots
+
+    torch.set_num_threads(args.threads)
+    sizes, read_sizes = [int(s) for s in args.sizes.split(",")], [int(s) for s in args.read_sizes.split(",") if s]
+    modelpool = cost_pool.make_modelpool(work_dir, max(sizes + read_sizes), cost_pool.ensure_test_sets(work_dir, 2))  # any test set: only checkpoints are read
+    with torch.device("meta"):
+        names = [name for name, _ in CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(work_dir / "models" / "ft_00"))).named_parameters()]
+    theta = {b: t.clone() for b, t in PoolCheckpoints(modelpool, ["_pretrained_"], names).load("_pretrained_").items()}
+    generator = torch.Generator().manual_seed(0)
+
+    def random_row():
+        return {b: torch.randn(theta[b].shape, generator=generator) * 1e-3 for b in names}
+
+    total = {"total": random_row()}
+    task_rows = {f"task:{t}": random_row() for t in range(cost_pool.OBJECTIVE_TASKS)}
+    all_rows = {**total, **task_rows}
+
+    def soft_pass(source):
+        scores = score_vertices(source, theta, task_rows, names, with_norms=False)
+        return with_combined_row(scores, "total", {key: 1.0 / len(task_rows) for key in task_rows})
+
+    rows: List[Dict[str, Any]] = []
+
+    def timed(n: int, cache: str, op: str, run: Callable[[], Any], files: List[Path], repeat: int) -> None:
+        if cache == "cold":
+            evict(files)
+        else:
+            read_bytes(files)
+        resident = resident_fraction(files)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        run()
+        seconds = time.perf_counter() - start
+        rows.append({"n": n, "cache": cache, "op": op, "repeat": repeat, "seconds": round(seconds, 4), "cpu_seconds": round(time.process_time() - start_cpu, 4),
+                     "resident_before": None if resident is None else round(resident, 4), **provenance})
+        print(f"[lmo] repeat {repeat} n={n} {cache:4s} {op:10s} {seconds:7.2f} s (resident before: {resident})", flush=True)
+
+    for repeat in range(args.repeats):
+        for n in read_sizes + sizes:
+            files = cost_pool.checkpoint_files(work_dir, n)
+            source = PoolCheckpoints(modelpool, cost_pool.task_names(n), names)
+            for cache in ("cold", "warm"):
+                timed(n, cache, "read_bytes", lambda: read_bytes(files), files, repeat)
+                timed(n, cache, "read_mmap", lambda: read_mmap(files), files, repeat)
+                if n not in sizes:
+                    continue
+                timed(n, cache, "lmo_1row", lambda: score_vertices(source, theta, total, names, with_norms=False), files, repeat)
+                if repeat < args.soft_repeats:
+                    timed(n, cache, "lmo_5rows", lambda: score_vertices(source, theta, all_rows, names, with_norms=False), files, repeat)
+                    timed(n, cache, "lmo_soft", lambda: soft_pass(source), files, repeat)
+
+    # the arithmetic alone, one checkpoint in memory (its pages touched): is the pass compute-bound?
+    first = cost_pool.task_names(1)[0]
+    vertex = {b: t.clone() for b, t in PoolCheckpoints(modelpool, [first], names).load(first).items()}
+
+    class InMemory:
+        names = ["in_memory"]
+
+        def stream(self, indices=None):
+            yield 0, vertex
+
+    stacked = {b: torch.stack([row[b].reshape(-1) for row in all_rows.values()]) for b in names}
+    computations = {
+        "score_vertices 1 row, with_norms=False": lambda: score_vertices(InMemory(), theta, total, names, with_norms=False),
+        "score_vertices 5 rows, with_norms=False": lambda: score_vertices(InMemory(), theta, all_rows, names, with_norms=False),
+        "  of which the per-pass terms <g,theta>, |g|^2 per row + |theta|^2": lambda: (
+            [block_dots(g, theta, names) for g in all_rows.values()], [block_dots(g, g, names) for g in all_rows.values()], block_dots(theta, theta, names)),
+        "float32 dot <g, s> only, 1 row": lambda: [torch.dot(total["total"][b].reshape(-1), vertex[b].reshape(-1)) for b in names],
+        "float32 one matvec per block, 5 rows": lambda: [stacked[b] @ vertex[b].reshape(-1) for b in names],
+        "float64 copy of the vertex only": lambda: [vertex[b].to(torch.float64) for b in names],
+    }
+    per_vertex = []
+    for label, run in computations.items():
+        values = []
+        for _ in range(2):
+            start = time.perf_counter()
+            run()
+            values.append(time.perf_counter() - start)
+        per_vertex.append({"computation": label, "seconds": round(statistics.median(values), 4), **provenance})
+        print(f"[lmo] in memory: {label:70s} {per_vertex[-1]['seconds']:6.2f} s", flush=True)
+    return {"rows": rows, "per_vertex": per_vertex}
+
+
+def main(argv=None) -> int:
+    parser = cli.parser(__doc__)
+    cli.add_common(parser, HERE / "results" / "cost" / "lmo")
+    parser.add_argument("--sizes", default="4,20", help="n for the LMO passes (and their read baseline)")
+    parser.add_argument("--read-sizes", default="", help="n where only the raw reads are measured")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--soft-repeats", type=int, default=3, help="repeats of the multi-row passes (lmo_5rows, lmo_soft)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    from cost_report import render
+
+    if not args.report_only:
+        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        work_dir = Path(args.work_dir)
+        cost_pool.build_in_child(work_dir, child.child_env(args.threads))
+        provenance = {"commit": machine.commit_of(), "command": machine.command_line()}
+        from fusion_bench_fw.frank_wolfe.reading import BLOCK_GROUP
+
+        settings = {
+            "sizes": [int(s) for s in args.sizes.split(",")], "read_sizes": [int(s) for s in args.read_sizes.split(",") if s], "repeats": args.repeats,
+            "soft_repeats": args.soft_repeats, "threads": args.threads, "objective_tasks": cost_pool.OBJECTIVE_TASKS, "block_group": BLOCK_GROUP,
+            "bytes_per_checkpoint": cost_pool.checkpoint_files(work_dir, 1)[0].stat().st_size,
+        }
+        measured = measure(args, work_dir, provenance)
+        write_json(out.with_suffix(".json"), {"experiment": "cost_lmo", "settings": settings, "machine": machine.describe(), "definitions": DEFINITIONS, **measured})
+    print("wrote", ", ".join(map(str, render(out.with_suffix(".json")))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
