@@ -63,7 +63,6 @@ def summarize(log_dir: Path, eval_tasks: List[str]) -> Dict:
 def write_report(results: Dict, path: Path) -> None:
     """The markdown table of every row so far, each with its commit; the commands below it."""
     rows = results["rows"]
-    tasks = list(rows[0]["accuracy"]) if rows else []
     lines = [
         "# FW convergence: objective, FW gap and accuracy per run", "",
         f"Machine: {results['machine'].get('cpu_cores')} cores, {results['machine'].get('memory_gib')} GiB, torch {results['machine'].get('torch')}, CUDA {results['machine'].get('cuda')}.", "",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_engine import FakePool, ListSource, assert_same_scores, random_lmo_case, write_models
+from engine_toys import ListSource, assert_same_scores, random_lmo_case
+from test_checkpoints import FakePool, write_models
 
 from fusion_bench_fw.checkpoints import PoolCheckpoints
 from fusion_bench_fw.frank_wolfe import device_pipeline, reading, score_vertices

@@ -17,7 +17,6 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 from .manifest import Manifest
 from .variants import BUILDER_VERSION, get_variant
