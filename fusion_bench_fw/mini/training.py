@@ -1,6 +1,6 @@
 """The two training stages of the mini pool: contrastive CLIP pretraining and per-task fine-tuning.
 
-Why this recipe (measured on a prototype, see DESIGN.md §4): pretraining where every image's
+Why this recipe (measured on a prototype of the pool): pretraining where every image's
 positive is its class caption gives a pretrained model that is a weak zero-shot classifier on all
 tasks at once; fine-tuning the whole vision tower against that model's frozen zero-shot head (as
 the real TA20 checkpoints were made) then lifts each task a lot, and the task vectors of twenty such

@@ -47,7 +47,7 @@ class Variant:
         return asdict(self)
 
 
-# ta20 mirrors the prototype of DESIGN.md §4 (vision tower 128 wide x 4 layers, patch 8). Cheaper
+# ta20 keeps the prototype's size (vision tower 128 wide x 4 layers, patch 8). Cheaper
 # settings measured worse: a 96-wide tower (30% faster) or 192-image pretraining batches put task
 # arithmetic over the 4 relevant models below zero-shot (48.9 vs 51.4; 49.4 vs 51.4), unlike real
 # CLIP, where merging relevant fine-tunes helps. micro: 5 tasks, half the width, half the depth,
