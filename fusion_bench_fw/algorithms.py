@@ -301,6 +301,7 @@ class FWHard(FrankWolfeMergingBase):
         ties_threshold: float = 20,
         init: str = "pretrained",
         variant: str = "pairwise",
+        lmo_candidates: str = "all",
         **kwargs,
     ):
         super().__init__(max_iters=max_iters, granularity=granularity, init=init, **kwargs)
@@ -309,6 +310,7 @@ class FWHard(FrankWolfeMergingBase):
         self.solver_options = HardOptions(
             **self.common_solver_options, step_rule=step_rule, step_size=step_size, open_loop_scale=open_loop_scale,
             open_loop_offset=offset, line_search_evals=line_search_evals, variant=variant, merge_fn=merge_fn, ties_threshold=ties_threshold,
+            lmo_candidates=lmo_candidates,
         )
 
     def build_solver(self, theta0: ParamDict, **wiring):

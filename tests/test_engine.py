@@ -410,3 +410,27 @@ def test_an_affine_start_is_reported_outside_the_hull_and_takes_plain_fw_steps()
     assert record["in_hull"] is False and float(state.weights[0, 0]) == pytest.approx(expected)
     rebuilt = {k: sum(state.weights[b, v] * points[v][k] for v in range(len(points))) for b, k in enumerate(BLOCKS)}
     assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-9)
+
+
+def test_task_winner_candidates_keep_a_model_that_helps_no_task_out_of_the_layerwise_lmo():
+    """m3 scores best in block a (a large step along task A's gradient there) but pushes block b
+    where neither task wants it, so it wins no task's row as a whole. The layer-wise LMO over all
+    vertices picks it for block a; with lmo_candidates=task_winners it is never offered, and the
+    gap is still measured over every vertex (m3 included)."""
+    u, v, w = (torch.eye(3, dtype=torch.float64)[i] for i in range(3))
+    zero = torch.zeros(3, dtype=torch.float64)
+    eye = {k: torch.eye(3, dtype=torch.float64) for k in BLOCKS}
+    task_a = LeastSquares(eye, {"a": u, "b": -w})
+    task_b = LeastSquares(eye, {"a": zero, "b": v - w})
+    points = [{"a": zero, "b": zero}, {"a": u, "b": -w}, {"a": zero, "b": v - w}, {"a": 2 * u, "b": 3 * w}]
+    selected = {}
+    for candidates in ("all", "task_winners"):
+        state = initial_state(points)
+        problem = TwoTasks(task_a, task_b, weights=(0.5, 0.5))
+        hard(**solver_kwargs(problem, hull_source(points), max_iters=5, granularity="layer", variant="pairwise", lmo_candidates=candidates)).run(state)
+        selected[candidates] = [r["selected"] for r in state.trajectory]
+        gaps = [r["fw_gap"] for r in state.trajectory]
+        assert gaps[-1] < gaps[0]
+    assert selected["all"][0] == {"m3": 1, "m2": 1}
+    assert selected["task_winners"][0] == {"m1": 1, "m2": 1}
+    assert not any("m3" in s for s in selected["task_winners"])

@@ -88,9 +88,9 @@ def exclude_vertices(block: torch.Tensor, excluded: Iterable[int]) -> torch.Tens
     return block
 
 
-def select_hard(scores: VertexScores, granularity: str, score: str, excluded: Iterable[int] = ()) -> torch.Tensor:
-    """Winning vertex index per block (shape ``[n_blocks]``): argmin of the LMO score."""
-    block = exclude_vertices(scores.block_scores(score), excluded)
+def select_hard(scores: VertexScores, granularity: str, score: str, excluded: Iterable[int] = (), row: str = "total") -> torch.Tensor:
+    """Winning vertex index per block (shape ``[n_blocks]``): argmin of the LMO score of ``row``."""
+    block = exclude_vertices(scores.block_scores(score, row), excluded)
     if granularity == "task":
         winner = int(block.sum(dim=1).argmin())
         return torch.full((block.shape[1],), winner, dtype=torch.long)

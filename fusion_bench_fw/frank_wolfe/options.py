@@ -16,6 +16,9 @@ from .step_size import STEP_RULES, make_step_rule
 
 HARD_VARIANTS = ("fw", "pairwise")
 MERGE_FUNCTIONS = ("convex", "ties")
+# which vertices FW-hard's LMO may pick: all admitted ones, or those theta_t holds plus each
+# objective task's whole-model winner (see FrankWolfeHard.outside_candidates); option lmo_candidates
+HARD_CANDIDATES = ("all", "task_winners")
 # where FW-soft's coefficient search starts: the uniform mix (then the FW step's point if that
 # ends higher), the FW step's point itself, or theta_t. The best point seen wins in every case.
 INNER_INITS = ("uniform", "fw_step", "current")
@@ -76,9 +79,11 @@ class HardOptions(SolverOptions):
     variant: str = "fw"  # fw: step toward the LMO vertex | pairwise: move weight from the worst held vertex to it
     merge_fn: str = "convex"  # convex | ties (the adapter supplies the TIES function, which needs theta_0)
     ties_threshold: float = 20  # percent of entries TIES keeps
+    lmo_candidates: str = "all"
 
     def __post_init__(self):
         super().__post_init__()
+        check_choice("lmo_candidates", self.lmo_candidates, HARD_CANDIDATES)
         check_choice("step_rule", self.step_rule, STEP_RULES)
         check_choice("variant", self.variant, HARD_VARIANTS)
         check_choice("merge_fn", self.merge_fn, MERGE_FUNCTIONS)

@@ -17,13 +17,12 @@ One iteration at theta_t:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .lmo import fw_gap, select_soft, with_combined_row
+from .lmo import fw_gap, select_soft
 from .options import SoftOptions
 from .params import block_dots, combine
 from .reading import assemble
@@ -54,7 +53,7 @@ class FrankWolfeSoft(FrankWolfeBase):
 
     def step(self, state: SolverState) -> IterationRecord:
         theta, options = state.theta, self.options
-        evaluated, scores, timings = self._gradients_and_scores(theta)
+        evaluated, scores, timings = self.gradients_and_scores(theta, per_task=options.per_task_selection)
         selection_rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
         directions, rejected = self.probed_selections(
             state, evaluated, lambda excluded: select_soft(scores, options.granularity, options.score, options.topk, selection_rows, excluded)
@@ -94,27 +93,6 @@ class FrankWolfeSoft(FrankWolfeBase):
             record.details["coefficients_per_block"] = [[round(float(v), 6) for v in row] for row in lam]
         self.progress(record, monotone=options.include_current)
         return record
-
-    def _gradients_and_scores(self, theta):
-        """Total and per-task gradients, then one LMO pass against the task rows (the total row's
-        products are derived from them when the objective says how it weighs its tasks)."""
-        per_task = self.options.per_task_selection and len(self.objective.task_names) > 1
-        clock = time.perf_counter()
-        evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
-        timings = {"time_gradient_s": time.perf_counter() - clock}
-        task_rows = {f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()} if per_task else {}
-        weights = evaluated.task_weights or {}
-        derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
-        rows = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
-        clock = time.perf_counter()
-        cosine = self.options.score == "cosine"
-        scores = self.lmo_pass(theta, rows, with_norms=cosine)
-        if derive_total:
-            total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
-            scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
-        timings["time_lmo_s"] = time.perf_counter() - clock
-        del rows, evaluated.grad, evaluated.task_grads
-        return evaluated, scores, timings
 
     def _fw_step(self, points, column: int, loss_current: float) -> Tuple[torch.Tensor, float]:
         """Line search from theta_t (point 0) toward point ``column``; its coefficients and loss."""

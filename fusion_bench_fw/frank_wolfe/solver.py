@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 import torch
 
-from .lmo import fw_gap, select_hard
+from .lmo import fw_gap, select_hard, with_combined_row
 from .options import HardOptions, SolverOptions
-from .params import ParamDict
+from .params import ParamDict, block_dots
 from .reading import PassOrder, VertexSource, assemble, choose_order, score_vertices
 from .records import IterationRecord, StopReason
 
@@ -141,6 +141,28 @@ class FrankWolfeBase:
             with_norms=with_norms, block_group=self.options.lmo_block_group, order=self.pass_order,
         )
 
+    def gradients_and_scores(self, theta: ParamDict, per_task: bool):
+        """The total gradient (and, with ``per_task`` and several objective tasks, each task's), then
+        one LMO pass against the rows (the total row's products are derived from the task rows'
+        when the objective says how it weighs its tasks). Returns (LossAndGrad, scores, timings)."""
+        per_task = per_task and len(self.objective.task_names) > 1
+        clock = time.perf_counter()
+        evaluated = self.objective.loss_and_grad(theta, per_task=per_task)
+        timings = {"time_gradient_s": time.perf_counter() - clock}
+        task_rows = {f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()} if per_task else {}
+        weights = evaluated.task_weights or {}
+        derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
+        rows = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
+        clock = time.perf_counter()
+        cosine = self.options.score == "cosine"
+        scores = self.lmo_pass(theta, rows, with_norms=cosine)
+        if derive_total:
+            total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
+            scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
+        timings["time_lmo_s"] = time.perf_counter() - clock
+        del rows, evaluated.grad, evaluated.task_grads
+        return evaluated, scores, timings
+
     @property
     def gap_granularity(self) -> str:
         """Whole vertices ("task") or per-block stitching ("layer"): the set the FW gap is taken over."""
@@ -251,20 +273,16 @@ class FrankWolfeHard(FrankWolfeBase):
 
     def step(self, state: SolverState) -> IterationRecord:
         theta, options = state.theta, self.options
-        clock = time.perf_counter()
-        evaluated = self.objective.loss_and_grad(theta)
-        time_gradient = time.perf_counter() - clock
-        clock = time.perf_counter()
-        scores = self.lmo_pass(theta, {"total": evaluated.grad}, with_norms=options.score == "cosine")
-        time_lmo = time.perf_counter() - clock
-        del evaluated.grad
+        task_winners = options.lmo_candidates == "task_winners"
+        evaluated, scores, timings = self.gradients_and_scores(theta, per_task=task_winners)
+        outside = self.outside_candidates(scores, state) if task_winners else set()
         (selection,), rejected = self.probed_selections(
-            state, evaluated, lambda excluded: [(select_hard(scores, options.granularity, options.score, excluded), ["total"])]
+            state, evaluated, lambda excluded: [(select_hard(scores, options.granularity, options.score, sorted(set(excluded) | outside)), ["total"])]
         )
         gap = fw_gap(scores, self.gap_vertex(scores))  # over every admitted vertex
         record = IterationRecord(
             fw_gap=gap, loss_before=evaluated.loss, loss_after=evaluated.loss, selected=self.describe_selection(selection),
-            rejected=rejected, time_gradient_s=time_gradient, time_lmo_s=time_lmo,
+            rejected=rejected, **timings,
         )
         if gap <= options.gap_tol:
             record.converged, record.step_size = True, 0.0
@@ -300,6 +318,20 @@ class FrankWolfeHard(FrankWolfeBase):
         record.step_size, record.loss_after = gamma, loss_after
         self.progress(record, monotone=self.merge_fn is None and self.step_rule.monotone)
         return record
+
+    def outside_candidates(self, scores, state: SolverState) -> Set[int]:
+        """``lmo_candidates="task_winners"``: the vertices the LMO may not pick this iteration, i.e. all
+        but those theta_t already holds weight in and each objective task's whole-model LMO winner.
+
+        With many candidates, a per-block LMO over all of them lets models that help no objective
+        task win blocks by chance (the extreme of many noisy linear terms) and fit the few samples;
+        a model must first win a task's row as a whole, as FW-soft's per-task selection asks. The FW
+        gap is still measured over every admitted vertex (``gap_set``)."""
+        rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
+        allowed = {int(select_hard(scores, "task", self.options.score, self.screened, row=row)[0]) for row in rows}
+        held = state.weights[:, list(self.vertex_columns)].max(dim=0).values
+        allowed |= {int(i) for i in torch.nonzero(held > 1e-12).flatten()}
+        return set(range(len(self.source.names))) - allowed
 
     def away_vertex(self, scores, state: SolverState) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """Per block, the active vertex (weight > 0) with the largest linear term <g_b, v_b>, and its
