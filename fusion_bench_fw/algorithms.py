@@ -301,7 +301,7 @@ class FWHard(FrankWolfeMergingBase):
         ties_threshold: float = 20,
         init: str = "pretrained",
         variant: str = "pairwise",
-        lmo_candidates: str = "all",
+        lmo_candidates: str = "task_winners",
         **kwargs,
     ):
         super().__init__(max_iters=max_iters, granularity=granularity, init=init, **kwargs)
