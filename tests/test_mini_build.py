@@ -132,3 +132,42 @@ def test_tokenizer_gives_prompt_words_single_tokens(mini_micro_manifest):
     # a word outside the prompt corpus still tokenizes, into smaller pieces
     pieces = tok.tokenize("zebra")
     assert len(pieces) > 1 and "".join(pieces).replace("</w>", "") == "zebra"
+
+
+def test_the_fine_tuning_anchor_keeps_other_images_embedded_as_the_pretrained_tower_does(mini_micro_manifest):
+    """finetune_anchor > 0 pulls the embeddings of generic images toward the pretrained tower's;
+    with weight 0 the fine-tune is bit-identical to one without anchor images (builder v3)."""
+    import dataclasses
+
+    from transformers import CLIPModel
+
+    from fusion_bench_fw.mini.build import _text_head
+    from fusion_bench_fw.mini.training import TaskTensors, _embed, finetune_vision, vision_tower
+
+    m = mini_micro_manifest
+    clip = CLIPModel.from_pretrained(m.pretrained_dir).eval()
+    from transformers import CLIPProcessor
+
+    processor = CLIPProcessor.from_pretrained(m.processor_dir)
+    head = _text_head(clip, processor, TASKS["scenes"])
+    pixels = lambda name, n: processor(images=list(TASKS[name].generate(np.random.default_rng(5), n, "train")[0]), return_tensors="pt")["pixel_values"]  # noqa: E731
+    labels = torch.from_numpy(TASKS["scenes"].generate(np.random.default_rng(5), 64, "train")[1]).long()
+    train_x = pixels("scenes", 64)
+    task = TaskTensors("scenes", [], [], train_x, labels, train_x[:0], labels[:0])
+    others = torch.cat([pixels(t, 48) for t in ("shapes", "textures", "digits")])
+    anchor_x, held_out = others[::2], others[1::2]
+    base = dataclasses.replace(get_variant("micro"), finetune_steps=40, finetune_lr=3e-3, finetune_anchor_batch=32)
+    pretrained = vision_tower(clip)
+
+    def run(weight, with_images=True):
+        variant = dataclasses.replace(base, finetune_anchor=weight)
+        model = finetune_vision(clip, head, task, variant, torch.Generator().manual_seed(0), anchor_x=anchor_x if with_images else None)
+        with torch.no_grad():
+            drift = (_embed(model, head, held_out) - _embed(pretrained, head, held_out)).pow(2).sum(-1).mean().item()
+        return model, drift
+
+    plain, drift_plain = run(0.0, with_images=False)
+    unweighted, _ = run(0.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), unweighted.state_dict().values()))
+    _, drift_anchored = run(5.0)
+    assert drift_anchored < 0.5 * drift_plain

@@ -32,6 +32,7 @@ class FinetuneJob:
     variant: Variant
     seed: int
     out_dir: str
+    anchor_x: Optional[Tensor] = None  # generic images for the fine-tuning anchor (see finetune_vision)
 
 
 def job_seed(seed: int, task: str) -> int:
@@ -60,7 +61,7 @@ def run_job(job: FinetuneJob) -> str:
         head = ZeroShotHead(clip, job.text_embeds)
         task = TaskTensors(job.task, [], [], job.train_x, job.train_y, job.train_x[:0], job.train_y[:0])
         gen = torch.Generator().manual_seed(job_seed(job.seed, job.task))
-        model = finetune_vision(clip, head, task, job.variant, gen)
+        model = finetune_vision(clip, head, task, job.variant, gen, anchor_x=job.anchor_x)
         scrub_denormals(model)
         model.save_pretrained(job.out_dir)
     finally:

@@ -144,9 +144,7 @@ class ZeroShotHead(torch.nn.Module):
         self.requires_grad_(False)
 
     def forward(self, vision: CLIPVisionModel, pixels: Tensor) -> Tensor:
-        pooled = vision(pixel_values=pixels)[1]
-        emb = F.normalize(self.projection(pooled), dim=-1)
-        return self.scale * emb @ self.text_embeds.t()
+        return self.scale * _embed(vision, self, pixels) @ self.text_embeds.t()
 
 
 def finetune_vision(
@@ -156,10 +154,20 @@ def finetune_vision(
     variant: Variant,
     gen: torch.Generator,
     progress: tqdm | None = None,
+    anchor_x: Tensor | None = None,
 ) -> CLIPVisionModel:
-    """Fine-tune the whole vision tower on one task against the frozen zero-shot head."""
+    """Fine-tune the whole vision tower on one task against the frozen zero-shot head.
+
+    With ``variant.finetune_anchor > 0`` each step also pulls the projected, normalised embeddings
+    of a batch of generic images (``anchor_x``, from the pretraining mix) toward the pretrained
+    tower's: the fine-tune keeps the pretrained function outside its task, as a fine-tune of a
+    large CLIP does by itself (a tiny tower otherwise rewires features every task shares)."""
     model = vision_tower(clip).train()
     opt = torch.optim.AdamW(model.parameters(), lr=variant.finetune_lr, weight_decay=0.01)
+    anchored = variant.finetune_anchor > 0 and anchor_x is not None and len(anchor_x) > 0
+    if anchored:
+        with torch.no_grad():
+            teacher = torch.cat([_embed(vision_tower(clip).eval(), head, anchor_x[i : i + 512]) for i in range(0, len(anchor_x), 512)])
     n = len(task.train_x)
     for step in range(variant.finetune_steps):
         for group in opt.param_groups:
@@ -167,6 +175,10 @@ def finetune_vision(
         idx = torch.randint(0, n, (variant.finetune_batch,), generator=gen)
         images = random_shift(task.train_x[idx], variant.max_shift, gen)
         loss = F.cross_entropy(head(model, images), task.train_y[idx])
+        if anchored:
+            a = torch.randint(0, len(anchor_x), (variant.finetune_anchor_batch,), generator=gen)
+            drift = (_embed(model, head, anchor_x[a]) - teacher[a]).pow(2).sum(-1).mean()
+            loss = loss + variant.finetune_anchor * drift
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,6 +186,11 @@ def finetune_vision(
             progress.set_postfix_str(f"fine-tune {task.name} loss {loss.item():.3f}", refresh=False)
             progress.update(1)
     return model.eval()
+
+
+def _embed(vision: CLIPVisionModel, head: ZeroShotHead, pixels: Tensor) -> Tensor:
+    """The normalised projected image embedding the zero-shot head compares with its classes."""
+    return F.normalize(head.projection(vision(pixel_values=pixels)[1]), dim=-1)
 
 
 @torch.no_grad()

@@ -40,6 +40,9 @@ class Variant:
     finetune_batch: int
     finetune_lr: float
     max_shift: int  # random-translation augmentation, pixels
+    # weight of the embedding anchor on generic images during fine-tuning (0 = none, builder v3)
+    finetune_anchor: float = 0.0
+    finetune_anchor_batch: int = 64
     # task arithmetic grid for the pool card
     ta_grid: Tuple[float, ...] = field(default=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0))
 
