@@ -67,7 +67,11 @@ def main() -> int:
     parser.add_argument("--tasks", choices=("eval", "all"), default="eval")
     parser.add_argument("--set", action="append", default=[], help="variant field=value for the fine-tuning (e.g. finetune_lr=1e-4)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mini_fidelity" / "mini_fidelity.json"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the markdown table from the JSON, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        write_table(Path(args.out))
+        return 0
 
     build = Path(ensure_built(args.pool, seed=0))
     manifest = load_manifest(build)
@@ -123,7 +127,30 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
     out.write_text(json.dumps({"rows": rows + [row]}, indent=1))
+    write_table(out)
     return 0
+
+
+def write_table(path: Path) -> None:
+    """The markdown table beside the JSON: one line per run, each with its commit; commands below."""
+    rows = json.loads(path.read_text())["rows"]
+    lines = [
+        "# Mini pool fidelity: re-fine-tuned tasks of a built pool", "",
+        "Eval-task averages (%): zero-shot, fine-tuned, task arithmetic (TA) over the eval tasks' models at lambda 0.3 and at the best "
+        "lambda, the share of the zero-shot -> fine-tuned gap TA recovers at the best lambda, TA over every model at 0.3 and simple "
+        "averaging (runs with `--tasks all`), the task vectors' mean |cosine|.", "",
+        "| # | commit | changes | zero-shot | fine-tuned | TA eval 0.3 | TA eval best (lambda) | recovered | TA all 0.3 | average all | mean abs cos | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rows, 1):
+        best = r["ta_relevant_best_lambda"]
+        lines.append(
+            f"| {i} | {r['commit']} | {', '.join(f'{k}={v:g}' for k, v in r['changes'].items()) or 'the build (v3)'} | {r['zero_shot']} | {r['finetuned']} "
+            f"| {r['ta_relevant']['0.3']} | {r['ta_relevant'][f'{best:g}']} ({best:g}) | {100 * r['recovered_at_best']:.1f}% "
+            f"| {r.get('ta_all_0.3', '')} | {r.get('simple_average_all', '')} | {r['mean_abs_cosine']} | {r['seconds']:.0f} |"
+        )
+    lines += ["", "Commands:", ""] + [f"{i}. `{r['command']}`" for i, r in enumerate(rows, 1)]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
