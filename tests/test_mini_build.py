@@ -110,7 +110,7 @@ def test_task_generators_are_seeded_and_cover_every_class():
 
 
 def test_digit_tasks_relabel_sklearn_digits():
-    from fusion_bench_fw.mini import tasks as T
+    from fusion_bench_fw.mini import digit_tasks as T
 
     rng = np.random.default_rng(0)
     _, y = T.gen_digit_parity(np.random.default_rng(0), 200, "train")
