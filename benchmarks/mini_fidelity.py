@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--tasks", choices=("eval", "all"), default="eval")
     parser.add_argument("--set", action="append", default=[], help="variant field=value for the fine-tuning (e.g. finetune_lr=1e-4)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mini_fidelity" / "mini_fidelity.json"))
+    parser.add_argument("--anchor-from", choices=("all", "procedural"), default="all", help="tasks whose pretraining images form the anchor set (procedural: not the 8 digit tasks)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the markdown table from the JSON, run nothing")
     args = parser.parse_args()
     if args.report_only:
@@ -96,7 +97,8 @@ def main() -> int:
     data = {t: {s: _pixels(processor, build / manifest.datasets[t][s]) for s in ("train", "test")} for t in tasks}
     anchor_x = None
     if variant.finetune_anchor > 0:  # the pretraining mix: the first pretrain_fraction of every pool task's train split
-        anchor_x = torch.cat([_pixels(processor, build / manifest.datasets[t]["train"])[0][: int(variant.n_train * variant.pretrain_fraction)] for t in manifest.tasks])
+        sources = [t for t in manifest.tasks if args.anchor_from == "all" or not t.startswith("digit")]
+        anchor_x = torch.cat([_pixels(processor, build / manifest.datasets[t]["train"])[0][: int(variant.n_train * variant.pretrain_fraction)] for t in sources])
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [FinetuneJob(t, str(clip_dir), heads[t].text_embeds, *data[t]["train"], variant, 0, str(Path(tmp) / t), anchor_x=anchor_x) for t in tasks]
         run_jobs(jobs)
@@ -111,7 +113,7 @@ def main() -> int:
     relevant = {lam: average(task_arithmetic(pretrained, [models[t] for t in eval_tasks], lam)) for lam in GRID}
     best = max(relevant, key=relevant.get)
     row = {
-        "commit": commit_of(ROOT), "command": command_line(), "pool": args.pool, "changes": changes, "tasks": args.tasks,
+        "commit": commit_of(ROOT), "command": command_line(), "pool": args.pool, "changes": {**changes, **({"anchor_from": args.anchor_from} if variant.finetune_anchor > 0 else {})}, "tasks": args.tasks,
         "zero_shot": round(100 * zero_shot, 2), "finetuned": round(100 * finetuned, 2),
         "ta_relevant": {f"{k:g}": round(100 * v, 2) for k, v in relevant.items()},
         "ta_relevant_best_lambda": best,
@@ -145,7 +147,7 @@ def write_table(path: Path) -> None:
     for i, r in enumerate(rows, 1):
         best = r["ta_relevant_best_lambda"]
         lines.append(
-            f"| {i} | {r['commit']} | {', '.join(f'{k}={v:g}' for k, v in r['changes'].items()) or 'the build (v3)'} | {r['zero_shot']} | {r['finetuned']} "
+            f"| {i} | {r['commit']} | {', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}' for k, v in r['changes'].items()) or 'the build (v3)'} | {r['zero_shot']} | {r['finetuned']} "
             f"| {r['ta_relevant']['0.3']} | {r['ta_relevant'][f'{best:g}']} ({best:g}) | {100 * r['recovered_at_best']:.1f}% "
             f"| {r.get('ta_all_0.3', '')} | {r.get('simple_average_all', '')} | {r['mean_abs_cosine']} | {r['seconds']:.0f} |"
         )
