@@ -329,15 +329,18 @@ class FrankWolfeHard(FrankWolfeBase):
         gap is still measured over every admitted vertex (``gap_set``)."""
         rows = [key for key in scores.grad_dots if key != "total"] or ["total"]
         allowed = {int(select_hard(scores, "task", self.options.score, self.screened, row=row)[0]) for row in rows}
-        held = state.weights[:, list(self.vertex_columns)].max(dim=0).values
+        held = self.held_weights(state).max(dim=1).values
         allowed |= {int(i) for i in torch.nonzero(held > 1e-12).flatten()}
         return set(range(len(self.source.names))) - allowed
+
+    def held_weights(self, state: SolverState) -> torch.Tensor:
+        """Each candidate vertex's weight in theta_t, per block: ``[vertices, blocks]``."""
+        return state.weights[:, list(self.vertex_columns)].t()
 
     def away_vertex(self, scores, state: SolverState) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """Per block, the active vertex (weight > 0) with the largest linear term <g_b, v_b>, and its
         weight there (the most a pairwise step can move); None if no vertex holds weight anywhere."""
-        columns = torch.tensor(self.vertex_columns, dtype=torch.long)
-        held = state.weights[:, columns].t()  # [vertices, blocks]
+        held = self.held_weights(state)
         linear = scores.block_scores("inner_product")
         if self.options.granularity == "task":
             held = held.min(dim=1, keepdim=True).values.expand_as(held)
