@@ -37,7 +37,7 @@ from fusion_bench_fw.mini.card import task_arithmetic  # noqa: E402
 from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 from fusion_bench_fw.mini.tasks import TASKS  # noqa: E402
-from fusion_bench_fw.mini.training import accuracy, vision_tower  # noqa: E402
+from fusion_bench_fw.mini.training import Anchor, accuracy, vision_tower  # noqa: E402
 from fusion_bench_fw.mini.variants import get_variant  # noqa: E402
 from harness.machine import command_line, commit_of  # noqa: E402
 
@@ -95,12 +95,12 @@ def main() -> int:
     processor = CLIPProcessor.from_pretrained(str(build / manifest.processor_dir))
     heads = {t: _text_head(clip, processor, TASKS[t]) for t in tasks}
     data = {t: {s: _pixels(processor, build / manifest.datasets[t][s]) for s in ("train", "test")} for t in tasks}
-    anchor_x = None
+    anchor = None
     if variant.finetune_anchor > 0:  # the pretraining mix: the first pretrain_fraction of every pool task's train split
         sources = [t for t in manifest.tasks if args.anchor_from == "all" or not t.startswith("digit")]
-        anchor_x = torch.cat([_pixels(processor, build / manifest.datasets[t]["train"])[0][: int(variant.n_train * variant.pretrain_fraction)] for t in sources])
+        anchor = Anchor.of(clip, torch.cat([_pixels(processor, build / manifest.datasets[t]["train"])[0][: int(variant.n_train * variant.pretrain_fraction)] for t in sources]))
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [FinetuneJob(t, str(clip_dir), heads[t].text_embeds, *data[t]["train"], variant, 0, str(Path(tmp) / t), anchor_x=anchor_x) for t in tasks]
+        jobs = [FinetuneJob(t, str(clip_dir), heads[t].text_embeds, *data[t]["train"], variant, 0, str(Path(tmp) / t), anchor=anchor) for t in tasks]
         run_jobs(jobs)
         models = {t: CLIPVisionModel.from_pretrained(str(Path(tmp) / t)).eval() for t in tasks}
     pretrained = vision_tower(clip).eval()

@@ -142,7 +142,7 @@ def test_the_fine_tuning_anchor_keeps_other_images_embedded_as_the_pretrained_to
     from transformers import CLIPModel
 
     from fusion_bench_fw.mini.build import _text_head
-    from fusion_bench_fw.mini.training import TaskTensors, _embed, finetune_vision, vision_tower
+    from fusion_bench_fw.mini.training import Anchor, TaskTensors, _embed, finetune_vision, vision_tower
 
     m = mini_micro_manifest
     clip = CLIPModel.from_pretrained(m.pretrained_dir).eval()
@@ -161,9 +161,9 @@ def test_the_fine_tuning_anchor_keeps_other_images_embedded_as_the_pretrained_to
 
     def run(weight, with_images=True):
         variant = dataclasses.replace(base, finetune_anchor=weight)
-        model = finetune_vision(clip, head, task, variant, torch.Generator().manual_seed(0), anchor_x=anchor_x if with_images else None)
+        model = finetune_vision(clip, head, task, variant, torch.Generator().manual_seed(0), anchor=Anchor.of(clip, anchor_x) if with_images else None)
         with torch.no_grad():
-            drift = (_embed(model, head, held_out) - _embed(pretrained, head, held_out)).pow(2).sum(-1).mean().item()
+            drift = (_embed(model, head.projection, held_out) - _embed(pretrained, head.projection, held_out)).pow(2).sum(-1).mean().item()
         return model, drift
 
     plain, drift_plain = run(0.0, with_images=False)

@@ -14,12 +14,15 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import torch
 from torch import Tensor
 
 from .variants import Variant
+
+if TYPE_CHECKING:  # training imports transformers; workers import it only when they run a job
+    from .training import Anchor
 
 
 @dataclass
@@ -32,7 +35,7 @@ class FinetuneJob:
     variant: Variant
     seed: int
     out_dir: str
-    anchor_x: Optional[Tensor] = None  # generic images for the fine-tuning anchor (see finetune_vision)
+    anchor: Optional[Anchor] = None  # generic images for the fine-tuning anchor (see training.finetune_vision)
 
 
 def job_seed(seed: int, task: str) -> int:
@@ -61,7 +64,7 @@ def run_job(job: FinetuneJob) -> str:
         head = ZeroShotHead(clip, job.text_embeds)
         task = TaskTensors(job.task, [], [], job.train_x, job.train_y, job.train_x[:0], job.train_y[:0])
         gen = torch.Generator().manual_seed(job_seed(job.seed, job.task))
-        model = finetune_vision(clip, head, task, job.variant, gen, anchor_x=job.anchor_x)
+        model = finetune_vision(clip, head, task, job.variant, gen, anchor=job.anchor)
         scrub_denormals(model)
         model.save_pretrained(job.out_dir)
     finally:

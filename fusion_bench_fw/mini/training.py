@@ -144,7 +144,23 @@ class ZeroShotHead(torch.nn.Module):
         self.requires_grad_(False)
 
     def forward(self, vision: CLIPVisionModel, pixels: Tensor) -> Tensor:
-        return self.scale * _embed(vision, self, pixels) @ self.text_embeds.t()
+        return self.scale * _embed(vision, self.projection, pixels) @ self.text_embeds.t()
+
+
+@dataclass
+class Anchor:
+    """Generic images (from the pretraining mix) and the pretrained tower's normalised projected
+    embeddings of them: the same for every task (one visual projection), so computed once."""
+
+    images: Tensor
+    embeds: Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, clip: CLIPModel, images: Tensor, batch: int = 512) -> "Anchor":
+        tower = vision_tower(clip).eval()
+        embeds = torch.cat([_embed(tower, clip.visual_projection, images[i : i + batch]) for i in range(0, len(images), batch)])
+        return cls(images, embeds)
 
 
 def finetune_vision(
@@ -154,20 +170,17 @@ def finetune_vision(
     variant: Variant,
     gen: torch.Generator,
     progress: tqdm | None = None,
-    anchor_x: Tensor | None = None,
+    anchor: Anchor | None = None,
 ) -> CLIPVisionModel:
     """Fine-tune the whole vision tower on one task against the frozen zero-shot head.
 
     With ``variant.finetune_anchor > 0`` each step also pulls the projected, normalised embeddings
-    of a batch of generic images (``anchor_x``, from the pretraining mix) toward the pretrained
-    tower's: the fine-tune keeps the pretrained function outside its task, as a fine-tune of a
-    large CLIP does by itself (a tiny tower otherwise rewires features every task shares)."""
+    of a batch of the ``anchor``'s generic images toward the pretrained tower's: the fine-tune keeps
+    the pretrained function outside its task, as a fine-tune of a large CLIP does by itself (a tiny
+    tower otherwise rewires features every task shares)."""
     model = vision_tower(clip).train()
     opt = torch.optim.AdamW(model.parameters(), lr=variant.finetune_lr, weight_decay=0.01)
-    anchored = variant.finetune_anchor > 0 and anchor_x is not None and len(anchor_x) > 0
-    if anchored:
-        with torch.no_grad():
-            teacher = torch.cat([_embed(vision_tower(clip).eval(), head, anchor_x[i : i + 512]) for i in range(0, len(anchor_x), 512)])
+    anchored = variant.finetune_anchor > 0 and anchor is not None and len(anchor.images) > 0
     n = len(task.train_x)
     for step in range(variant.finetune_steps):
         for group in opt.param_groups:
@@ -176,8 +189,8 @@ def finetune_vision(
         images = random_shift(task.train_x[idx], variant.max_shift, gen)
         loss = F.cross_entropy(head(model, images), task.train_y[idx])
         if anchored:
-            a = torch.randint(0, len(anchor_x), (variant.finetune_anchor_batch,), generator=gen)
-            drift = (_embed(model, head, anchor_x[a]) - teacher[a]).pow(2).sum(-1).mean()
+            a = torch.randint(0, len(anchor.images), (variant.finetune_anchor_batch,), generator=gen)
+            drift = (_embed(model, head.projection, anchor.images[a]) - anchor.embeds[a]).pow(2).sum(-1).mean()
             loss = loss + variant.finetune_anchor * drift
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,9 +201,9 @@ def finetune_vision(
     return model.eval()
 
 
-def _embed(vision: CLIPVisionModel, head: ZeroShotHead, pixels: Tensor) -> Tensor:
+def _embed(vision: CLIPVisionModel, projection: torch.nn.Module, pixels: Tensor) -> Tensor:
     """The normalised projected image embedding the zero-shot head compares with its classes."""
-    return F.normalize(head.projection(vision(pixel_values=pixels)[1]), dim=-1)
+    return F.normalize(projection(vision(pixel_values=pixels)[1]), dim=-1)
 
 
 @torch.no_grad()
