@@ -28,6 +28,7 @@ from fusion_bench_fw.cli import POOLS  # noqa: E402
 from fusion_bench_fw.compare import FUSION_BENCH  # noqa: E402
 from fusion_bench_fw.mini import ensure_built  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
+from harness.cli import add_runs  # noqa: E402
 from harness.machine import commit_of, describe  # noqa: E402
 from harness.report import write_json  # noqa: E402
 
@@ -88,6 +89,7 @@ def main() -> int:
     parser.add_argument("--tag", default="after", help="label of these rows in the table (e.g. before / after)")
     parser.add_argument("--override", action="append", default=[], help="extra fusion_bench override for every row")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "convergence"))
+    add_runs(parser, "convergence")
     parser.add_argument("--resummarize", action="store_true", help="re-read the kept run folders of every row, rewrite the table, run nothing")
     args = parser.parse_args()
 
@@ -105,13 +107,13 @@ def main() -> int:
     if args.resummarize:
         for entry in results["rows"]:
             tasks = list(load_manifest(ensure_built(entry["pool"], seed=0)).eval_tasks)
-            entry.update(summarize(out / "runs" / entry["name"], tasks))
+            entry.update(summarize(Path(args.runs) / entry["name"], tasks))
         write_json(results_file, results)
         write_report(results, out / "convergence.md")
         return 0
     for row in [r for r in args.rows.split(",") if r]:
         name = "_".join([args.pool, row, args.tag] + [o.split("=")[-1] for o in args.override])
-        log_dir = out / "runs" / name
+        log_dir = Path(args.runs) / name
         command = [FUSION_BENCH, *ROWS[row], f"modelpool={modelpool}", f"taskpool={taskpool}", f"path.log_dir={log_dir}", "print_config=false", *args.override]
         print(f"[convergence] {name}: {shlex.join(command[1:])}", flush=True)
         commit = commit_of(tree)  # of the code that runs: taken before it starts

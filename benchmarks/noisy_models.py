@@ -29,6 +29,7 @@ from fusion_bench_fw.mini import ensure_built  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness.cli import add_runs  # noqa: E402
 from harness.machine import commit_of, describe, one_line  # noqa: E402
 from harness.report import write_json, write_lines  # noqa: E402
 
@@ -68,14 +69,16 @@ def main() -> int:
     parser.add_argument("--kinds", default="random_init,std_matched")
     parser.add_argument("--override", action="append", default=[], help="extra fusion_bench override for every run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "noisy"))
+    add_runs(parser, "noisy")
     args = parser.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    runs = Path(args.runs)
     manifest = load_manifest(ensure_built("ta20", seed=0))
     eval_tasks = list(manifest.eval_tasks)
     kinds = [k for k in args.kinds.split(",") if k]
-    noisy_dirs = {kind: write_noisy_checkpoint(manifest, out / "noisy_checkpoint" / kind, args.noise_seed, kind) for kind in kinds}
+    noisy_dirs = {kind: write_noisy_checkpoint(manifest, runs / "noisy_checkpoint" / kind, args.noise_seed, kind) for kind in kinds}
     specs = method_specs(eval_tasks, fw_iters=args.fw_iters, samples_per_task=args.samples_per_task, adamerging_steps=0, inner_steps=args.inner_steps)
     methods = [m for m in args.methods.split(",") if m]
 
@@ -84,12 +87,12 @@ def main() -> int:
     for method in methods:
         for pool, extra in pools:
             commit = commit_of(ROOT)  # of the code that runs: taken before it starts
-            result = run_method(method, specs[method], modelpool="mini-clip_TA20", taskpool="mini-clip_TA20", out_dir=out / "runs" / pool, extra=[*extra, *args.override])
+            result = run_method(method, specs[method], modelpool="mini-clip_TA20", taskpool="mini-clip_TA20", out_dir=runs / pool, extra=[*extra, *args.override])
             accuracy = None if result.error else 100 * sum(result.accuracy[t] for t in eval_tasks) / len(eval_tasks)
             row = rows.setdefault(method, {"label": specs[method].label})
             row[pool] = {"accuracy": accuracy, "command": result.command, "seconds": round(result.seconds, 1), "commit": commit}
             if pool != "clean" and method.startswith("fw_") and not result.error:
-                log_dir = out / "runs" / pool / "runs" / method
+                log_dir = runs / pool / "runs" / method
                 trajectory = json.loads(max(log_dir.glob("fw_trajectory*.json"), key=lambda p: p.stat().st_mtime).read_text())
                 summary = trajectory["summary"]
                 row[pool].update(weight=summary["weights"].get("noisy"), screened="noisy" in summary.get("screened", {}),

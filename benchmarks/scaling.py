@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fusion_bench_fw.compare import MethodSpec, run_method  # noqa: E402
+from harness.cli import add_runs  # noqa: E402
 from harness.machine import describe, one_line  # noqa: E402
 from harness.report import write_json, write_lines  # noqa: E402
 
@@ -61,7 +62,7 @@ def curve(kind: str, sizes: List[int], methods: List[str], out: Path, args) -> D
             taskpool = "mini-clip_TA20_all"
             pool_args.append(f"taskpool.first_n={size}")
         for method in methods:
-            result = run_method(method, table[method], modelpool="mini-clip_TA20", taskpool=taskpool, out_dir=out / f"{kind}_{size}", extra=pool_args)
+            result = run_method(method, table[method], modelpool="mini-clip_TA20", taskpool=taskpool, out_dir=Path(args.runs) / f"{kind}_{size}", extra=pool_args)
             accuracy = None if result.error else sum(result.accuracy.values()) / len(result.accuracy)
             rows.setdefault(method, {})[size] = accuracy
             print(f"[{kind} {size}] {method}: {result.error or f'{100 * accuracy:.1f}'} ({result.seconds:.0f} s)", flush=True)
@@ -134,6 +135,7 @@ def main() -> int:
     parser.add_argument("--budget-relevant", type=int, default=200, help="paper: 200")
     parser.add_argument("--samples-per-task", type=int, default=100)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
+    add_runs(parser, "scaling")
     args = parser.parse_args()
 
     out = Path(args.out)

@@ -18,6 +18,14 @@ def add_common(parser: argparse.ArgumentParser, out_default: Path) -> None:
     parser.add_argument("--report-only", action="store_true", help="re-render .md and .png from the existing .json, measure nothing")
 
 
+def add_runs(parser: argparse.ArgumentParser, experiment: str) -> None:
+    """``--runs``: where the per-run folders (configs, logs, full trajectories) go. Outside
+    ``benchmarks/results/``, which holds only the committed summaries, tables and plots."""
+    from .machine import ROOT
+
+    parser.add_argument("--runs", default=str(ROOT / "outputs" / "benchmarks" / experiment), help="per-run folders (not committed)")
+
+
 def add_child(parser: argparse.ArgumentParser) -> None:
     """Options of scripts that measure in child processes."""
     parser.add_argument("--mem-guard-gb", type=float, default=21.5, help="kill a child whose RSS passes this")
