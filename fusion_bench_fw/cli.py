@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro")}
-DEFAULT_METHODS = "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,adamerging_task,adamerging_layer,pretrained"
+DEFAULT_METHODS = "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,adamerging_task,adamerging_layer,adamerging_task_objective,adamerging_layer_objective,pretrained"
 
 
 def cmd_build(args) -> int:

@@ -27,7 +27,6 @@ FUSION_BENCH = str(Path(sys.executable).with_name("fusion_bench"))
 class MethodSpec:
     label: str
     overrides: List[str]
-    needs_objective_tasks: bool = False
     launcher: Optional[List[str]] = None  # instead of the fusion_bench command (same Hydra program)
 
 
@@ -36,13 +35,18 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
     tasks = "[" + ",".join(eval_tasks) + "]"
     on_cpu = not _has_cuda()
     adamerging = ["method=adamerging/clip", f"method.max_steps={adamerging_steps}", "method.batch_size=16", "method.num_workers=0", "method.save_merging_weights=false"]
+    adamerging_objective = ["method=adamerging_objective", f"method.objective_tasks={tasks}"] + adamerging[1:]
     return {
         "pretrained": MethodSpec("Pretrained (zero-shot)", ["method=dummy"]),
         "simple_average": MethodSpec("Weight averaging", ["method=simple_average"]),
         "task_arithmetic": MethodSpec("Task arithmetic (0.3)", ["method=task_arithmetic", "method.scaling_factor=0.3"]),
         "ties_merging": MethodSpec("TIES-merging (0.3)", ["method=ties_merging", "method.scaling_factor=0.3"]),
-        "adamerging_task": MethodSpec("AdaMerging task-wise", adamerging + ["method.name=clip_task_wise_adamerging"]),
-        "adamerging_layer": MethodSpec("AdaMerging layer-wise", adamerging + ["method.name=clip_layer_wise_adamerging"]),
+        # FusionBench's default: entropy on the test images of every pool task
+        "adamerging_task": MethodSpec("AdaMerging task-wise (entropy: all tasks)", adamerging + ["method.name=clip_task_wise_adamerging"]),
+        "adamerging_layer": MethodSpec("AdaMerging layer-wise (entropy: all tasks)", adamerging + ["method.name=clip_layer_wise_adamerging"]),
+        # the paper's fair setting (§4.1): entropy on the objective tasks only, every model merged
+        "adamerging_task_objective": MethodSpec("AdaMerging task-wise (entropy: objective tasks)", adamerging_objective + ["method.name=clip_task_wise_adamerging"]),
+        "adamerging_layer_objective": MethodSpec("AdaMerging layer-wise (entropy: objective tasks)", adamerging_objective + ["method.name=clip_layer_wise_adamerging"]),
         "fw_hard": MethodSpec(
             "FW-hard (ours)",
             ["method=fw_hard", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}"],
