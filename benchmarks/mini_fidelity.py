@@ -64,6 +64,7 @@ def _task_vector_stats(pretrained, models):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", default="ta20")
+    parser.add_argument("--builder-version", type=int, default=3, help="the built pool whose pretrained CLIP, data and settings are the base (v3 and v4 share all but the fine-tuning)")
     parser.add_argument("--tasks", choices=("eval", "all"), default="eval")
     parser.add_argument("--set", action="append", default=[], help="variant field=value for the fine-tuning (e.g. finetune_lr=1e-4)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mini_fidelity" / "mini_fidelity.json"))
@@ -74,9 +75,9 @@ def main() -> int:
         write_table(Path(args.out))
         return 0
 
-    build = Path(ensure_built(args.pool, seed=0))
+    build = Path(ensure_built(args.pool, seed=0, version=args.builder_version))
     manifest = load_manifest(build)
-    variant = get_variant(args.pool)
+    variant = get_variant(args.pool, args.builder_version)
     fields = {f.name: f.type for f in dataclasses.fields(variant)}
     changes = {}
     for item in args.set:
@@ -113,16 +114,21 @@ def main() -> int:
     relevant = {lam: average(task_arithmetic(pretrained, [models[t] for t in eval_tasks], lam)) for lam in GRID}
     best = max(relevant, key=relevant.get)
     row = {
-        "commit": commit_of(ROOT), "command": command_line(), "pool": args.pool, "changes": {**changes, **({"anchor_from": args.anchor_from} if variant.finetune_anchor > 0 else {})}, "tasks": args.tasks,
+        "commit": commit_of(ROOT), "command": command_line(), "pool": args.pool, "builder_version": args.builder_version, "changes": {**changes, **({"anchor_from": args.anchor_from} if variant.finetune_anchor > 0 else {})}, "tasks": args.tasks,
         "zero_shot": round(100 * zero_shot, 2), "finetuned": round(100 * finetuned, 2),
         "ta_relevant": {f"{k:g}": round(100 * v, 2) for k, v in relevant.items()},
         "ta_relevant_best_lambda": best,
         "recovered_at_best": round((relevant[best] - zero_shot) / (finetuned - zero_shot), 3),
+        # saturation: the share of each eval task's own fine-tuning gain its vector alone gives at 0.3
+        "own_gain_at_0.3": {t: round((accuracy(task_arithmetic(pretrained, [models[t]], 0.3), heads[t], *data[t]["test"]) - accuracy(pretrained, heads[t], *data[t]["test"]))
+                                     / max(1e-9, accuracy(models[t], heads[t], *data[t]["test"]) - accuracy(pretrained, heads[t], *data[t]["test"])), 3) for t in eval_tasks},
         **_task_vector_stats(pretrained, {t: models[t] for t in eval_tasks}),
         "seconds": round(time.time() - started, 1),
     }
     if args.tasks == "all":
-        row["ta_all_0.3"] = round(100 * average(task_arithmetic(pretrained, list(models.values()), 0.3)), 2)
+        every = {lam: average(task_arithmetic(pretrained, list(models.values()), lam)) for lam in GRID[:4]}
+        row["ta_all"] = {f"{k:g}": round(100 * v, 2) for k, v in every.items()}
+        row["ta_all_0.3"] = round(100 * every[0.3], 2)
         row["simple_average_all"] = round(100 * average(task_arithmetic(pretrained, list(models.values()), 1.0 / len(models))), 2)
     print(json.dumps(row))
     out = Path(args.out)

@@ -38,6 +38,25 @@ def test_cache_root_precedence(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "env"
     assert cache_root(tmp_path / "arg") == tmp_path / "arg"
     assert build_name("ta20", 3) == f"ta20-v{BUILDER_VERSION}-seed3"
+    assert build_name("ta20", 0, version=3) == "ta20-v3-seed0"
+
+
+def test_older_builder_versions_stay_buildable_by_number(tmp_path):
+    """v3 keeps its settings (no fine-tuning anchor); v4 changes only the fine-tuning, so both share
+    the pretraining and the data; an unknown version is refused with the choices."""
+    import dataclasses
+
+    from fusion_bench_fw.mini.variants import VARIANTS_BY_VERSION, get_variant
+
+    v3, v4 = get_variant("ta20", 3), get_variant("ta20", 4)
+    assert v3.finetune_anchor == 0 and (v3.finetune_steps, v3.finetune_batch) == (250, 64)
+    assert v4.finetune_anchor > 0
+    shared = [f.name for f in dataclasses.fields(v3) if not f.name.startswith("finetune_") and f.name != "ta_grid"]
+    assert {k: getattr(v3, k) for k in shared} == {k: getattr(v4, k) for k in shared}
+    assert BUILDER_VERSION == max(VARIANTS_BY_VERSION)
+    with pytest.raises(ValueError, match=r"builder_version=2: choose one of \[3, 4\]"):
+        ensure_built("micro", 0, cache_dir=tmp_path, version=2)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_is_complete_rejects_partial_or_foreign_builds(mini_micro_dir, tmp_path):

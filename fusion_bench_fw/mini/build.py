@@ -31,7 +31,7 @@ from .manifest import Manifest
 from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals
 from .tasks import TASKS, format_template
 from .tiny_clip import new_clip, write_processor
-from .training import TaskTensors, ZeroShotHead, pretrain_clip, vision_tower
+from .training import Anchor, TaskTensors, ZeroShotHead, pretrain_clip, pretrain_share, vision_tower
 from .variants import BUILDER_VERSION, Variant
 
 _SPLIT_IDS = {"train": 0, "test": 1}
@@ -99,7 +99,7 @@ def _dir_digest(path: Path) -> str:
     return h.hexdigest()[:10]
 
 
-def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
+def build_pool(variant: Variant, seed: int, out: Path, version: int = BUILDER_VERSION) -> Manifest:
     """Build the whole pool into `out` (which must be empty or absent) and return its manifest."""
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -122,9 +122,12 @@ def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
         (out / "clip").rename(clip_dir)
 
         heads = {name: _text_head(clip, processor, TASKS[name]) for name in variant.tasks}
+        anchor = None
+        if variant.finetune_anchor > 0:  # v4: the pretraining mix's images, embedded once by the pretrained tower
+            anchor = Anchor.of(clip, torch.cat([t.train_x[: pretrain_share(variant, t)] for t in tasks.values()]))
         jobs = [
             FinetuneJob(name, str(clip_dir), heads[name].text_embeds, tasks[name].train_x,
-                        tasks[name].train_y, variant, seed, str(out / "models" / name))
+                        tasks[name].train_y, variant, seed, str(out / "models" / name), anchor=anchor)
             for name in variant.tasks
         ]
         bar.set_postfix_str(f"fine-tuning {len(jobs)} tasks on {num_workers(len(jobs))} processes")
@@ -138,20 +141,25 @@ def build_pool(variant: Variant, seed: int, out: Path) -> Manifest:
 
         bar.set_postfix_str("measuring the pool card")
         card = measure_card(variant, seed, vision_tower(clip), finetuned, heads, tasks)
+        manifest = _manifest(variant, seed, version, clip_dir.name)
+    # AdaMerging's figures are added later by `python -m fusion_bench_fw.mini.card_adamerging` (minutes
+    # on a CPU, more than the build's own budget); until then the card marks them not measured
     write_card(out, card, time.time() - start)
+    manifest.save(out)
+    return manifest
 
-    manifest = Manifest(
-        builder_version=BUILDER_VERSION,
+
+def _manifest(variant: Variant, seed: int, version: int, clip_dir: str) -> Manifest:
+    return Manifest(
+        builder_version=version,
         variant=variant.name,
         seed=seed,
         tasks=list(variant.tasks),
         eval_tasks=list(variant.eval_tasks),
-        pretrained_dir=clip_dir.name,
-        processor_dir=clip_dir.name,
+        pretrained_dir=clip_dir,
+        processor_dir=clip_dir,
         models={t: f"models/{t}" for t in variant.tasks},
         datasets={t: {s: f"data/{t}/{s}" for s in ("train", "test")} for t in variant.tasks},
         classnames={t: list(TASKS[t].classnames) for t in variant.tasks},
         templates={t: list(TASKS[t].templates) for t in variant.tasks},
     )
-    manifest.save(out)
-    return manifest

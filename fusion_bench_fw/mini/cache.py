@@ -36,23 +36,23 @@ def cache_root(cache_dir=None) -> Path:
     return Path.home() / ".cache" / "fusion_bench_fw" / "mini"
 
 
-def build_name(variant: str, seed: int) -> str:
-    return f"{variant}-v{BUILDER_VERSION}-seed{seed}"
+def build_name(variant: str, seed: int, version: int = BUILDER_VERSION) -> str:
+    return f"{variant}-v{version}-seed{seed}"
 
 
-def _marker(variant: str, seed: int) -> dict:
-    return {"builder_version": BUILDER_VERSION, "variant": variant, "seed": seed}
+def _marker(variant: str, seed: int, version: int) -> dict:
+    return {"builder_version": version, "variant": variant, "seed": seed}
 
 
-def is_complete(path: Path, variant: str, seed: int) -> bool:
+def is_complete(path: Path, variant: str, seed: int, version: int = BUILDER_VERSION) -> bool:
     """True only for a finished build of exactly this builder version, variant and seed."""
     try:
-        if json.loads((path / COMPLETE_MARKER).read_text()) != _marker(variant, seed):
+        if json.loads((path / COMPLETE_MARKER).read_text()) != _marker(variant, seed, version):
             return False
         m = Manifest.load(path)
     except (OSError, ValueError, TypeError):
         return False
-    if (m.builder_version, m.variant, m.seed) != (BUILDER_VERSION, variant, seed):
+    if (m.builder_version, m.variant, m.seed) != (version, variant, seed):
         return False
     return all(Path(p).exists() for p in m.all_paths())
 
@@ -101,18 +101,19 @@ def _remove_dead_partials(root: Path, own_name: str) -> None:
                 shutil.rmtree(partial, ignore_errors=True)
 
 
-def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None) -> Path:
-    """Return the directory of a finished build of (variant, seed), building it first if needed."""
-    spec = get_variant(variant)
+def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None, version: int = BUILDER_VERSION) -> Path:
+    """Return the directory of a finished build of (variant, seed) by builder ``version``, building it first if needed."""
+    version = int(version)
+    spec = get_variant(variant, version)
     root = cache_root(cache_dir)
-    name = build_name(variant, seed)
+    name = build_name(variant, seed, version)
     final = root / name
-    if is_complete(final, variant, seed):
+    if is_complete(final, variant, seed, version):
         return final
 
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root / f".{name}.lock"):
-        if is_complete(final, variant, seed):  # another process built it while we waited
+        if is_complete(final, variant, seed, version):  # another process built it while we waited
             return final
         _remove_dead_partials(root, name)
         if final.exists():
@@ -123,12 +124,12 @@ def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None) -> Path:
 
         partial = root / f".partial-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            build_pool(spec, seed, partial)
-            (partial / COMPLETE_MARKER).write_text(json.dumps(_marker(variant, seed)))
+            build_pool(spec, seed, partial, version)
+            (partial / COMPLETE_MARKER).write_text(json.dumps(_marker(variant, seed, version)))
             os.replace(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-    if not is_complete(final, variant, seed):
+    if not is_complete(final, variant, seed, version):
         raise RuntimeError(f"mini pool build at {final} did not complete")
     return final

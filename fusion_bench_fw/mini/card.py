@@ -15,6 +15,7 @@ from typing import Dict, List, Mapping, Sequence
 import torch
 from transformers import CLIPVisionModel
 
+from . import fidelity
 from .training import TaskTensors, ZeroShotHead, accuracy
 from .variants import Variant
 
@@ -85,6 +86,10 @@ def measure_card(
     everything = _summary(
         _ta_curve(pretrained, [finetuned[t] for t in variant.tasks], heads, tasks, eval_tasks, grid)
     )
+    simple_average = sum(
+        accuracy(task_arithmetic(pretrained, [finetuned[t] for t in variant.tasks], 1.0 / len(variant.tasks)), heads[t], tasks[t].test_x, tasks[t].test_y)
+        for t in eval_tasks
+    ) / len(eval_tasks)
     return {
         "variant": variant.name,
         "seed": seed,
@@ -96,6 +101,7 @@ def measure_card(
             "relevant": {"models": eval_tasks, **relevant},
             "all": {"models": list(variant.tasks), **everything},
         },
+        "simple_average_all": simple_average,
         "conditions": {
             "a_finetune_gap": ft - zs,
             "a_holds": ft - zs >= MIN_GAP,
@@ -140,11 +146,18 @@ def card_markdown(card: Dict, build_seconds: float) -> str:
         f"{'holds' if c['b_holds_at_default'] else 'FAILS'}; at the best lambda "
         f"{'holds' if c['b_holds_at_best'] else 'FAILS'}.",
         "",
+        f"Simple averaging of all {n_all}: {_pct(card['simple_average_all'])}."
+        + (f" FusionBench layer-wise AdaMerging ({card['adamerging']['steps']} steps, lr {card['adamerging']['lr']:g}), "
+           f"entropy on the eval tasks: {_pct(card['adamerging']['adamerging_objective'])}; on all tasks: {_pct(card['adamerging']['adamerging_all'])}."
+           if "adamerging" in card else " AdaMerging not measured in this build."),
+        "",
+        *fidelity.markdown(fidelity.judge(fidelity.figures_of(card))),
+        "",
     ]
     return "\n".join(lines)
 
 
 def write_card(build_dir: Path, card: Dict, build_seconds: float) -> None:
-    card = {**card, "build_seconds": round(build_seconds, 1)}
+    card = {**card, "build_seconds": round(build_seconds, 1), "fidelity": fidelity.judge(fidelity.figures_of(card))}
     (build_dir / "card.json").write_text(json.dumps(card, indent=2))
     (build_dir / "card.md").write_text(card_markdown(card, build_seconds))

@@ -18,6 +18,7 @@ from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 
 from .cache import ensure_built
+from .variants import BUILDER_VERSION
 from .manifest import Manifest
 from .registry import register_tasks
 
@@ -78,8 +79,9 @@ def _datasets(manifest: Manifest, names: List[str], split: str) -> DictConfig:
     )
 
 
-def _prepare(variant: str, seed: int, cache_dir) -> Manifest:
-    manifest = Manifest.load(ensure_built(variant, int(seed), cache_dir))
+def _prepare(variant: str, seed: int, cache_dir, builder_version: Optional[int]) -> Manifest:
+    version = BUILDER_VERSION if builder_version is None else int(builder_version)
+    manifest = Manifest.load(ensure_built(variant, int(seed), cache_dir, version))
     register_tasks(manifest.classnames, manifest.templates)
     return manifest
 
@@ -110,12 +112,13 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
         with_train_datasets: bool = True,
         with_test_datasets: bool = True,
         cache_dir: Optional[str] = None,
+        builder_version: Optional[int] = None,
         extra_models: Optional[Dict[str, str]] = None,
         **kwargs,
     ):
         tasks = _plain(tasks)
         extra_models = _plain(extra_models) or {}
-        manifest = _prepare(variant, seed, cache_dir)
+        manifest = _prepare(variant, seed, cache_dir, builder_version)
         names = select_tasks(manifest, tasks, first_n, num_irrelevant, default="all")
         models = {"_pretrained_": manifest.pretrained_dir, **{t: manifest.models[t] for t in names}}
         for name, path in extra_models.items():
@@ -137,7 +140,7 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
         self._mini_args = dict(
             variant=variant, seed=int(seed), tasks=tasks, first_n=first_n, num_irrelevant=num_irrelevant,
             with_train_datasets=with_train_datasets, with_test_datasets=with_test_datasets,
-            cache_dir=cache_dir, extra_models=extra_models or None, **_plain(kwargs),
+            cache_dir=cache_dir, builder_version=builder_version, extra_models=extra_models or None, **_plain(kwargs),
         )
 
 
@@ -152,13 +155,14 @@ class MiniCLIPVisionModelTaskPool(_MiniConfigMixin, CLIPVisionModelTaskPool):
         tasks: TaskSelection = "eval",
         first_n: Optional[int] = None,
         cache_dir: Optional[str] = None,
+        builder_version: Optional[int] = None,
         dataloader_kwargs: Optional[Dict] = None,
         **kwargs,
     ):
         tasks = _plain(tasks)
         if first_n is not None and tasks in ("eval", "all"):
             tasks = None  # first_n replaces a whole-group selection (the configs' eval / all)
-        manifest = _prepare(variant, seed, cache_dir)
+        manifest = _prepare(variant, seed, cache_dir, builder_version)
         names = select_tasks(manifest, tasks, first_n, default="eval")
         loader = {"batch_size": 64, "num_workers": 0, **(_plain(dataloader_kwargs) or {})}
         super().__init__(
@@ -171,5 +175,5 @@ class MiniCLIPVisionModelTaskPool(_MiniConfigMixin, CLIPVisionModelTaskPool):
         self.manifest = manifest
         self._mini_args = dict(
             variant=variant, seed=int(seed), tasks=tasks, first_n=first_n, cache_dir=cache_dir,
-            dataloader_kwargs=loader, **_plain(kwargs),
+            builder_version=builder_version, dataloader_kwargs=loader, **_plain(kwargs),
         )

@@ -60,6 +60,11 @@ def _tokenize(processor: CLIPProcessor, texts: Sequence[str]) -> Dict[str, Tenso
     return processor.tokenizer(list(texts), return_tensors="pt", padding=True)
 
 
+def pretrain_share(variant: Variant, task: TaskTensors) -> int:
+    """How many of a task's first train images are in the pretraining mix."""
+    return max(1, int(len(task.train_x) * variant.pretrain_fraction))
+
+
 def pretrain_clip(
     clip: CLIPModel,
     processor: CLIPProcessor,
@@ -76,7 +81,7 @@ def pretrain_clip(
     """
     xs, keys, captions = [], [], []  # captions[key] = list of prompts of that (task, class)
     for t in tasks:
-        k = max(1, int(len(t.train_x) * variant.pretrain_fraction))
+        k = pretrain_share(variant, t)
         xs.append(t.train_x[:k])
         keys.append(t.train_y[:k] + len(captions))
         captions.extend(t.prompts)
