@@ -109,8 +109,13 @@ def main() -> int:
     def average(model) -> float:
         return sum(accuracy(model, heads[t], *data[t]["test"]) for t in eval_tasks) / len(eval_tasks)
 
-    zero_shot = average(pretrained)
-    finetuned = sum(accuracy(models[t], heads[t], *data[t]["test"]) for t in eval_tasks) / len(eval_tasks)
+    def per_task(model_of) -> dict:
+        return {t: accuracy(model_of(t), heads[t], *data[t]["test"]) for t in eval_tasks}
+
+    before, after = per_task(lambda t: pretrained), per_task(lambda t: models[t])
+    alone = per_task(lambda t: task_arithmetic(pretrained, [models[t]], 0.3))  # each vector alone at 0.3
+    zero_shot = sum(before.values()) / len(eval_tasks)
+    finetuned = sum(after.values()) / len(eval_tasks)
     relevant = {lam: average(task_arithmetic(pretrained, [models[t] for t in eval_tasks], lam)) for lam in GRID}
     best = max(relevant, key=relevant.get)
     row = {
@@ -120,8 +125,7 @@ def main() -> int:
         "ta_relevant_best_lambda": best,
         "recovered_at_best": round((relevant[best] - zero_shot) / (finetuned - zero_shot), 3),
         # saturation: the share of each eval task's own fine-tuning gain its vector alone gives at 0.3
-        "own_gain_at_0.3": {t: round((accuracy(task_arithmetic(pretrained, [models[t]], 0.3), heads[t], *data[t]["test"]) - accuracy(pretrained, heads[t], *data[t]["test"]))
-                                     / max(1e-9, accuracy(models[t], heads[t], *data[t]["test"]) - accuracy(pretrained, heads[t], *data[t]["test"])), 3) for t in eval_tasks},
+        "own_gain_at_0.3": {t: round((alone[t] - before[t]) / max(1e-9, after[t] - before[t]), 3) for t in eval_tasks},
         **_task_vector_stats(pretrained, {t: models[t] for t in eval_tasks}),
         "seconds": round(time.time() - started, 1),
     }

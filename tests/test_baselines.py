@@ -8,8 +8,9 @@ import torch
 
 from fusion_bench_fw.baselines.adamerging import ObjectiveTaskWiseAdaMerging, objective_adamerging
 
-SETTINGS = dict(lr=1e-2, init_values=0.3, clamp_weights=False, tie_weights=True, strict=False, devices=1, batch_size=8,
-                num_workers=0, max_steps=2, fast_dev_run=False, save_merging_weights=False, cache_dir="outputs", weights=None, optimizer="adam")
+from fusion_bench_fw.mini.card_adamerging import SETTINGS as CARD_SETTINGS
+
+SETTINGS = {**CARD_SETTINGS, "lr": 1e-2, "batch_size": 8, "max_steps": 2, "cache_dir": "outputs"}
 
 
 class _SeenTasks(ObjectiveTaskWiseAdaMerging):
@@ -58,3 +59,31 @@ def test_unknown_objective_task_is_refused_before_loading(micro_pool, tmp_path):
         algorithm.run(micro_pool.make_modelpool())
     with pytest.raises(ValueError, match="method.name='adamerging'"):
         objective_adamerging("adamerging", None, **SETTINGS)
+
+
+def test_the_cards_adamerging_starts_from_task_arithmetic_over_every_model(mini_micro_manifest, mini_micro_card):
+    """One step of FusionBench's layer-wise AdaMerging (every weight starts at 0.3) scores, with the
+    card's heads, what the card's task arithmetic over all models at 0.3 scores, in both entropy
+    settings: every model is merged even when the entropy sees only the eval tasks."""
+    from datasets import load_from_disk
+    from transformers import CLIPModel, CLIPProcessor
+
+    from fusion_bench_fw.mini.build import _text_head
+    from fusion_bench_fw.mini.card_adamerging import adamerging_figures
+    from fusion_bench_fw.mini.tasks import TASKS
+    from fusion_bench_fw.mini.training import TaskTensors
+
+    m = mini_micro_manifest
+    clip, processor = CLIPModel.from_pretrained(m.pretrained_dir), CLIPProcessor.from_pretrained(m.processor_dir)
+    heads, tasks = {}, {}
+    for t in m.eval_tasks:
+        heads[t] = _text_head(clip, processor, TASKS[t])
+        data = load_from_disk(m.datasets[t]["test"])
+        x = processor(images=list(data["image"]), return_tensors="pt")["pixel_values"]
+        tasks[t] = TaskTensors(t, [], [], x[:0], x[:0], x, torch.tensor(data["label"]))
+    figures = adamerging_figures(m, heads, tasks, steps=1)
+    everything = mini_micro_card["task_arithmetic"]["all"]["by_lambda"]["0.3"]["average"]
+    relevant = mini_micro_card["task_arithmetic"]["relevant"]["by_lambda"]["0.3"]["average"]
+    assert abs(everything - relevant) > 0.05  # the two merges are told apart
+    assert figures["adamerging_objective"] == pytest.approx(everything, abs=0.02)
+    assert figures["adamerging_all"] == pytest.approx(everything, abs=0.02)

@@ -16,11 +16,10 @@ import torch
 from transformers import CLIPVisionModel
 
 from . import fidelity
+from .fidelity import LAMBDA as TA_DEFAULT_LAMBDA
+from .fidelity import MIN_GAP  # condition (a), as a fraction
 from .training import TaskTensors, ZeroShotHead, accuracy
 from .variants import Variant
-
-MIN_GAP = 0.25  # condition (a), as a fraction
-TA_DEFAULT_LAMBDA = 0.3
 
 
 def task_arithmetic(
@@ -86,10 +85,8 @@ def measure_card(
     everything = _summary(
         _ta_curve(pretrained, [finetuned[t] for t in variant.tasks], heads, tasks, eval_tasks, grid)
     )
-    simple_average = sum(
-        accuracy(task_arithmetic(pretrained, [finetuned[t] for t in variant.tasks], 1.0 / len(variant.tasks)), heads[t], tasks[t].test_x, tasks[t].test_y)
-        for t in eval_tasks
-    ) / len(eval_tasks)
+    averaged = task_arithmetic(pretrained, [finetuned[t] for t in variant.tasks], 1.0 / len(variant.tasks))
+    simple_average = sum(accuracy(averaged, heads[t], tasks[t].test_x, tasks[t].test_y) for t in eval_tasks) / len(eval_tasks)
     return {
         "variant": variant.name,
         "seed": seed,
@@ -151,7 +148,7 @@ def card_markdown(card: Dict, build_seconds: float) -> str:
            f"entropy on the eval tasks: {_pct(card['adamerging']['adamerging_objective'])}; on all tasks: {_pct(card['adamerging']['adamerging_all'])}."
            if "adamerging" in card else " AdaMerging not measured in this build."),
         "",
-        *fidelity.markdown(fidelity.judge(fidelity.figures_of(card))),
+        *fidelity.markdown(card["fidelity"]),
         "",
     ]
     return "\n".join(lines)

@@ -8,7 +8,6 @@ merged towers are scored with the card's zero-shot heads, like every other card 
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
 import lightning as L
@@ -23,18 +22,19 @@ SETTINGS = dict(optimizer="adam", lr=1e-3, init_values=0.3, clamp_weights=False,
                 batch_size=16, num_workers=0, fast_dev_run=False, save_merging_weights=False, weights=None)
 
 
-def _modelpool(build: Path, manifest: Manifest):
+def _modelpool(manifest: Manifest):
+    """FusionBench's CLIPVisionModelPool over a loaded manifest (absolute paths): every model, every test split."""
     from fusion_bench.modelpool import CLIPVisionModelPool
 
+    from .pools import _datasets
     from .registry import register_tasks
 
     register_tasks(manifest.classnames, manifest.templates)
-    models = {"_pretrained_": str(build / manifest.pretrained_dir), **{t: str(build / p) for t, p in manifest.models.items()}}
-    test = {t: {"_target_": "datasets.load_from_disk", "dataset_path": str(build / d["test"])} for t, d in manifest.datasets.items()}
-    return CLIPVisionModelPool(DictConfig(models), test_datasets=DictConfig(test), processor=str(build / manifest.processor_dir))
+    models = {"_pretrained_": manifest.pretrained_dir, **manifest.models}
+    return CLIPVisionModelPool(DictConfig(models), test_datasets=_datasets(manifest, list(manifest.tasks), "test"), processor=manifest.processor_dir)
 
 
-def layer_wise_adamerging(build: Path, manifest: Manifest, objective_tasks: Optional[Sequence[str]], steps: int):
+def layer_wise_adamerging(manifest: Manifest, objective_tasks: Optional[Sequence[str]], steps: int):
     """The merged CLIPVisionModel of FusionBench's layer-wise AdaMerging (entropy on ``objective_tasks``; None = all)."""
     from ..baselines.adamerging import objective_adamerging
 
@@ -42,13 +42,13 @@ def layer_wise_adamerging(build: Path, manifest: Manifest, objective_tasks: Opti
         algorithm = objective_adamerging("clip_layer_wise_adamerging", objective_tasks, max_steps=steps, cache_dir=scratch, **SETTINGS)
         # what the fusion_bench program hands it: a Fabric with a logger (layer-wise logs its hyperparameters)
         algorithm.fabric = algorithm._fabric = L.Fabric(accelerator="cpu", devices=1, loggers=TensorBoardLogger(scratch, name="adamerging"))
-        return algorithm.run(_modelpool(build, manifest)).eval()
+        return algorithm.run(_modelpool(manifest)).eval()
 
 
-def adamerging_figures(build: Path, manifest: Manifest, heads: Mapping[str, ZeroShotHead], tasks: Mapping[str, TaskTensors], steps: int) -> Dict:
+def adamerging_figures(manifest: Manifest, heads: Mapping[str, ZeroShotHead], tasks: Mapping[str, TaskTensors], steps: int) -> Dict:
     eval_tasks = list(manifest.eval_tasks)
     out = {"steps": steps, "method": "FusionBench CLIPLayerWiseAdaMergingAlgorithm", **{k: v for k, v in SETTINGS.items() if k in ("lr", "init_values", "batch_size")}}
     for key, objective in (("adamerging_objective", eval_tasks), ("adamerging_all", None)):
-        merged = layer_wise_adamerging(build, manifest, objective, steps)
+        merged = layer_wise_adamerging(manifest, objective, steps)
         out[key] = sum(accuracy(merged, heads[t], tasks[t].test_x, tasks[t].test_y) for t in eval_tasks) / len(eval_tasks)
     return out

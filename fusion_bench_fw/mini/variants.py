@@ -110,8 +110,9 @@ _V3: Dict[str, Variant] = {
 # v4 (issue 13): fine-tunes that keep the pretrained function outside their task, as a real CLIP's
 # do. Each step also pulls the tower's embeddings of generic pretraining images toward the
 # pretrained ones (finetune_anchor), and twice the optimizer steps at half the batch grow the task
-# vectors to real-CLIP proportions (task arithmetic over the 4 relevant models peaks near its
-# usual lambda while 20 at 0.3 interfere). Measured attempts: benchmarks/results/mini_fidelity/.
+# vectors (relative norm 0.06 -> 0.09), so that 20 of them at lambda 0.3 interfere (16 points below
+# the 4 relevant ones) while the 4 still recover half the fine-tuning gain (best lambda 0.7, not
+# real CLIP's ~0.3). Measured attempts: benchmarks/results/mini_fidelity/.
 _V4: Dict[str, Variant] = {
     "ta20": replace(
         _V3["ta20"], finetune_steps=500, finetune_batch=32, finetune_lr=7e-4, finetune_anchor=7.0, finetune_anchor_batch=16,
