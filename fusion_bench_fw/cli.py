@@ -2,6 +2,7 @@
 
     fusion_bench_fw compare [--pool ta20|micro] [--methods a,b,...] [--out DIR]
     fusion_bench_fw build [--variant ta20|micro] [--seed N]
+    fusion_bench_fw card-adamerging [--pool ta20|micro] [--steps N]
 """
 
 from __future__ import annotations
@@ -21,6 +22,20 @@ def cmd_build(args) -> int:
     from .mini import ensure_built
 
     print(ensure_built(args.variant, seed=args.seed))
+    return 0
+
+
+def cmd_card_adamerging(args) -> int:
+    """Add FusionBench layer-wise AdaMerging's figures (and their verdicts) to a built pool's card."""
+    from .mini import ensure_built
+    from .mini.card_adamerging import add_to_card
+
+    build_dir = ensure_built(args.pool, seed=args.seed)
+    command = f"fusion_bench_fw card-adamerging --pool {args.pool} --seed {args.seed} --steps {args.steps}"
+    card = add_to_card(build_dir, args.steps, command)
+    print(build_dir / "card.md")
+    for row in card["fidelity"]:
+        print(f"{row['verdict']:>12}  {row['criterion']}")
     return 0
 
 
@@ -91,6 +106,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     build.add_argument("--variant", choices=sorted(POOLS), default="ta20")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=cmd_build)
+
+    card = sub.add_parser("card-adamerging", help="measure FusionBench's layer-wise AdaMerging on a mini pool and add it to the pool card")
+    card.add_argument("--pool", choices=sorted(POOLS), default="ta20")
+    card.add_argument("--seed", type=int, default=0)
+    card.add_argument("--steps", type=int, default=300, help="AdaMerging steps per run (FusionBench's CLIP default is 1000)")
+    card.set_defaults(func=cmd_card_adamerging)
 
     compare = sub.add_parser("compare", help="run FW-Merging and FusionBench baselines on a mini pool, write a table")
     compare.add_argument("--pool", choices=sorted(POOLS), default="ta20")

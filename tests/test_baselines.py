@@ -61,29 +61,29 @@ def test_unknown_objective_task_is_refused_before_loading(micro_pool, tmp_path):
         objective_adamerging("adamerging", None, **SETTINGS)
 
 
-def test_the_cards_adamerging_starts_from_task_arithmetic_over_every_model(mini_micro_manifest, mini_micro_card):
+def test_the_cards_adamerging_starts_from_task_arithmetic_over_every_model(mini_micro_dir, mini_micro_card, tmp_path):
     """One step of FusionBench's layer-wise AdaMerging (every weight starts at 0.3) scores, with the
     card's heads, what the card's task arithmetic over all models at 0.3 scores, in both entropy
-    settings: every model is merged even when the entropy sees only the eval tasks."""
-    from datasets import load_from_disk
-    from transformers import CLIPModel, CLIPProcessor
+    settings: every model is merged even when the entropy sees only the eval tasks. Added to (a copy
+    of) the build, the figures are judged in card.json and shown in card.md."""
+    import json
+    import shutil
 
-    from fusion_bench_fw.mini.build import _text_head
-    from fusion_bench_fw.mini.card_adamerging import adamerging_figures
-    from fusion_bench_fw.mini.tasks import TASKS
-    from fusion_bench_fw.mini.training import TaskTensors
+    from fusion_bench_fw.mini.card_adamerging import add_to_card
 
-    m = mini_micro_manifest
-    clip, processor = CLIPModel.from_pretrained(m.pretrained_dir), CLIPProcessor.from_pretrained(m.processor_dir)
-    heads, tasks = {}, {}
-    for t in m.eval_tasks:
-        heads[t] = _text_head(clip, processor, TASKS[t])
-        data = load_from_disk(m.datasets[t]["test"])
-        x = processor(images=list(data["image"]), return_tensors="pt")["pixel_values"]
-        tasks[t] = TaskTensors(t, [], [], x[:0], x[:0], x, torch.tensor(data["label"]))
-    figures = adamerging_figures(m, heads, tasks, steps=1)
+    build = shutil.copytree(mini_micro_dir, tmp_path / "build")
+    card = add_to_card(build, steps=1, command="fusion_bench_fw card-adamerging --pool micro --steps 1")
+    figures = card["adamerging"]
     everything = mini_micro_card["task_arithmetic"]["all"]["by_lambda"]["0.3"]["average"]
     relevant = mini_micro_card["task_arithmetic"]["relevant"]["by_lambda"]["0.3"]["average"]
     assert abs(everything - relevant) > 0.05  # the two merges are told apart
     assert figures["adamerging_objective"] == pytest.approx(everything, abs=0.02)
     assert figures["adamerging_all"] == pytest.approx(everything, abs=0.02)
+    assert figures["command"].endswith("--steps 1")
+    verdicts = {r["key"]: r for r in card["fidelity"]}
+    gain = verdicts["adamerging_all_above_zero_shot"]
+    assert gain["value"] == pytest.approx(figures["adamerging_all"] - card["eval_average"]["zero_shot"])
+    assert gain["verdict"] == ("PASS" if gain["value"] > 0 else "MISS")
+    assert json.loads((build / "card.json").read_text()) == card
+    assert "1 steps" in (build / "card.md").read_text() and "not measured" not in (build / "card.md").read_text()
+    assert "adamerging" not in json.loads((mini_micro_dir / "card.json").read_text())  # the cached build is untouched

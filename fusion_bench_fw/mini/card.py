@@ -9,6 +9,7 @@ eval tasks' own models). Both are measured on the test splits.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
@@ -154,7 +155,15 @@ def card_markdown(card: Dict, build_seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _replace_atomically(path: Path, text: str) -> None:
+    """A reader (or a killed writer) never sees half a card: write aside, then rename over."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_card(build_dir: Path, card: Dict, build_seconds: float) -> None:
+    """card.json and card.md, the fidelity verdicts judged from the card's figures (a rewrite judges again)."""
     card = {**card, "build_seconds": round(build_seconds, 1), "fidelity": fidelity.judge(fidelity.figures_of(card))}
-    (build_dir / "card.json").write_text(json.dumps(card, indent=2))
-    (build_dir / "card.md").write_text(card_markdown(card, build_seconds))
+    _replace_atomically(build_dir / "card.json", json.dumps(card, indent=2))
+    _replace_atomically(build_dir / "card.md", card_markdown(card, build_seconds))

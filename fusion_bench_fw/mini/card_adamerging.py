@@ -7,14 +7,18 @@ merged towers are scored with the card's zero-shot heads, like every other card 
 
 from __future__ import annotations
 
+import json
 import tempfile
+from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
+
+import torch
 
 import lightning as L
 from lightning.fabric.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from .manifest import Manifest
+from .manifest import Manifest, load_manifest
 from .training import TaskTensors, ZeroShotHead, accuracy
 
 # FusionBench's CLIP AdaMerging settings (config/method/adamerging/clip.yaml), fewer steps on a CPU
@@ -52,3 +56,34 @@ def adamerging_figures(manifest: Manifest, heads: Mapping[str, ZeroShotHead], ta
         merged = layer_wise_adamerging(manifest, objective, steps)
         out[key] = sum(accuracy(merged, heads[t], tasks[t].test_x, tasks[t].test_y) for t in eval_tasks) / len(eval_tasks)
     return out
+
+
+def eval_task_tensors(manifest: Manifest):
+    """The card's zero-shot heads and test tensors of the eval tasks, rebuilt from a finished build."""
+    from datasets import load_from_disk
+    from transformers import CLIPModel, CLIPProcessor
+
+    from .build import _text_head
+    from .tasks import TASKS
+
+    clip, processor = CLIPModel.from_pretrained(manifest.pretrained_dir), CLIPProcessor.from_pretrained(manifest.processor_dir)
+    heads, tasks = {}, {}
+    for t in manifest.eval_tasks:
+        heads[t] = _text_head(clip, processor, TASKS[t])
+        data = load_from_disk(manifest.datasets[t]["test"])
+        x = processor(images=list(data["image"]), return_tensors="pt")["pixel_values"]
+        tasks[t] = TaskTensors(t, [], [], x[:0], x[:0], x, torch.tensor(data["label"]))
+    return heads, tasks
+
+
+def add_to_card(build_dir, steps: int, command: str) -> Dict:
+    """Measure AdaMerging on a finished build and rewrite its card.json / card.md with the figures and verdicts."""
+    from .card import write_card
+
+    manifest = load_manifest(build_dir)
+    card_path = Path(manifest.card)
+    card = json.loads(card_path.read_text())
+    heads, tasks = eval_task_tensors(manifest)
+    card["adamerging"] = {**adamerging_figures(manifest, heads, tasks, steps), "command": command}
+    write_card(card_path.parent, card, card["build_seconds"])  # judges the criteria again, now with AdaMerging's figures
+    return json.loads(card_path.read_text())
