@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from fusion_bench import BaseAlgorithm, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
+from .checkpoint_files import POOL_LOADER, STREAMING, resolve_pool
 from .checkpoints import PoolCheckpoints
 from .families import ModelFamily, family_for
 from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, SoftOptions, SolverState
@@ -95,6 +96,10 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             raise ValueError("FW-Merging needs the pretrained model: add a `_pretrained_` entry to modelpool.models")
         self.check_candidates(len(candidates) + int(options.pretrained_as_vertex))
         family = self.family = family_class(modelpool, self.fabric, cache_dir=Path(self.log_dir) / "cache" if self.log_dir is not None else None)
+        # every checkpoint's files, found once (local dir, Hugging Face cache, shards): a model missing
+        # offline fails here, before the pretrained model or any data is loaded
+        self.checkpoint_files = resolve_pool(modelpool, [PRETRAINED] + candidates, options.stream_safetensors)
+        family.check_entries_available()
         tasks = self.resolve_objective_tasks(family)
 
         with self.profile("load pretrained"):
@@ -105,7 +110,9 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         dtype = next(iter(theta0.values())).dtype
 
         vertex_names = ([PRETRAINED] if options.pretrained_as_vertex else []) + candidates
-        source = PoolCheckpoints(modelpool, vertex_names, block_names, dtype=dtype, prefer_safetensors=options.stream_safetensors)
+        source = PoolCheckpoints(modelpool, vertex_names, block_names, dtype=dtype, prefer_safetensors=options.stream_safetensors, files=self.checkpoint_files)
+        counts = source.reader_counts()
+        log.info("checkpoints read by: the streaming safetensors reader %d, the pool's load_model %d", counts[STREAMING], counts[POOL_LOADER])
         distances: Dict[str, float] = {}
         if options.validate_checkpoints or options.max_relative_distance is not None:
             with self.profile("validate checkpoints"):
@@ -218,7 +225,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             # theta0 + a * sum_i (theta_i - theta0), streamed; affine weights (1 - n a, a, ..., a)
             alpha = float(options.init_scaling_factor)
             theta = {k: v.clone() for k, v in theta0.items()}
-            source = PoolCheckpoints(modelpool, candidates, block_names, dtype=next(iter(theta0.values())).dtype, prefer_safetensors=options.stream_safetensors)
+            source = PoolCheckpoints(modelpool, candidates, block_names, dtype=next(iter(theta0.values())).dtype, prefer_safetensors=options.stream_safetensors, files=self.checkpoint_files)
             for _, vertex in source.stream():
                 for name in block_names:
                     theta[name].add_(vertex[name].to(theta[name].device) - theta0[name], alpha=alpha)
@@ -245,6 +252,8 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             "relative_distances": {name: round(d, 4) for name, d in distances.items()},
             "model_family": family.name,
             "lmo_pass_order": solver.pass_order.value if solver.pass_order is not None else None,
+            "readers": source.reader_counts(),
+            "checkpoint_readers": {name: source.reader_of(name) for name in source.names},
             "checkpoint_loads": source.loads,
             "peak_streamed_checkpoints": source.peak_alive,
             "forward_passes": objective.forward_passes,

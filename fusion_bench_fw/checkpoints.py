@@ -1,36 +1,29 @@
 """Stream fine-tuned checkpoints from a FusionBench model pool, one at a time.
 
 This is what keeps FW-Merging's memory flat in the number of models: the LMO reads each
-checkpoint once per iteration and drops it before reading the next. Local Hugging Face model
-directories with safetensors weights are read tensor by tensor (only the merged parameters, memory
-mapped); anything else goes through the pool's own ``load_model`` and is released right after.
-For the block-major LMO pass, a group of such local checkpoints can also be read one parameter
-slice at a time (:meth:`PoolCheckpoints.block_reader`).
+checkpoint once per iteration and drops it before reading the next. Where each checkpoint's files are
+is decided once (:mod:`.checkpoint_files`: local directories, the Hugging Face cache, shards);
+safetensors checkpoints are read tensor by tensor (only the merged parameters, memory mapped);
+anything else goes through the pool's own ``load_model`` and is released right after. For the
+block-major LMO pass, a group of safetensors checkpoints can also be read one parameter slice at a
+time (:meth:`PoolCheckpoints.block_reader`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from safetensors import safe_open
 
+from .checkpoint_files import POOL_LOADER, STREAMING, CheckpointFiles, resolve_pool
 from .frank_wolfe.params import ParamDict
 from .safetensors_slices import SliceReader
 
 log = logging.getLogger(__name__)
-
-
-def local_safetensors_file(entry) -> Optional[Path]:
-    """The single ``model.safetensors`` of a pool entry that is a local model directory, if any."""
-    if not isinstance(entry, (str, os.PathLike)):
-        return None
-    path = Path(entry).expanduser()
-    candidate = path / "model.safetensors"
-    return candidate if candidate.is_file() else None
 
 
 class PoolCheckpoints:
@@ -42,15 +35,21 @@ class PoolCheckpoints:
     ``loads`` counts vertex reads (one per vertex per pass, whichever reader), ``block_loads`` the
     part of them done by :meth:`block_reader`, and ``peak_alive`` the most whole checkpoints held at
     once by :meth:`stream`; the block reader never holds one (only a slice of one parameter per
-    vertex of its group), so it leaves ``peak_alive`` unchanged.
+    vertex of its group), so it leaves ``peak_alive`` unchanged. :meth:`reader_of` says which reader
+    serves a checkpoint (STREAMING or POOL_LOADER), the same in every process.
+
+    ``files`` are the resolved entries (:func:`~.checkpoint_files.resolve_pool`), resolved here when
+    not given.
     """
 
-    def __init__(self, modelpool, names: Sequence[str], block_names: Sequence[str], dtype: torch.dtype = torch.float32, prefer_safetensors: bool = True):
+    def __init__(self, modelpool, names: Sequence[str], block_names: Sequence[str], dtype: torch.dtype = torch.float32,
+                 prefer_safetensors: bool = True, files: Optional[Mapping[str, CheckpointFiles]] = None):
         self.modelpool = modelpool
         self.names: List[str] = list(names)
         self.block_names = list(block_names)
         self.dtype = dtype
         self.prefer_safetensors = prefer_safetensors
+        self.files = dict(files) if files is not None else resolve_pool(modelpool, self.names, prefer_safetensors)
         self.loads = 0
         self.block_loads = 0
         self.alive = 0
@@ -69,17 +68,15 @@ class PoolCheckpoints:
 
     def block_reader(self, indices: Sequence[int]) -> Optional[SliceReader]:
         """Slices of each parameter for the vertices ``indices`` at once (the block-major LMO pass),
-        read from their local ``model.safetensors`` files; None, so the caller streams them, unless
-        every one of them is such a file with every merged parameter (and ``prefer_safetensors``)."""
-        if not self.prefer_safetensors:
+        read from their safetensors files; None, so the caller streams them, unless every one of
+        them is a safetensors checkpoint with every merged parameter (and ``prefer_safetensors``)."""
+        maps = [self._weight_map(self.names[index]) for index in indices]
+        if any(m is None for m in maps):
             return None
-        files = [local_safetensors_file(self._entry(self.names[index])) for index in indices]
-        if any(file is None for file in files):
-            return None
-        reader = SliceReader.open(files, self.block_names, self.dtype)
+        reader = SliceReader.open(maps, self.block_names, self.dtype)
         if reader is not None:
-            self.loads += len(files)
-            self.block_loads += len(files)
+            self.loads += len(maps)
+            self.block_loads += len(maps)
         return reader
 
     def validate(self, reference: ParamDict, shard=(0, 1)) -> torch.Tensor:
@@ -114,22 +111,38 @@ class PoolCheckpoints:
 
     def load(self, name: str) -> ParamDict:
         self.loads += 1
-        file = local_safetensors_file(self._entry(name)) if self.prefer_safetensors else None
-        if file is not None:
-            params = self._read_safetensors(file)
-            if params is not None:
-                return params
+        weight_map = self._weight_map(name)
+        if weight_map is not None:
+            return self._read_safetensors(weight_map)
         return self._load_through_pool(name)
 
-    def _entry(self, name: str):
-        return self.modelpool._models[name] if hasattr(self.modelpool, "_models") else None
+    def reader_of(self, name: str) -> str:
+        return STREAMING if self._weight_map(name) is not None else POOL_LOADER
 
-    def _read_safetensors(self, file: Path) -> Optional[ParamDict]:
-        with safe_open(str(file), framework="pt") as handle:
-            available = set(handle.keys())
-            if not set(self.block_names) <= available:
-                return None  # unusual key layout: let the pool's loader (and its errors) handle it
-            return {name: handle.get_tensor(name).to(self.dtype) for name in self.block_names}
+    def reader_counts(self) -> Dict[str, int]:
+        """How many of the checkpoints each reader serves."""
+        counts = {STREAMING: 0, POOL_LOADER: 0}
+        for name in self.names:
+            counts[self.reader_of(name)] += 1
+        return counts
+
+    def _weight_map(self, name: str) -> Optional[Mapping[str, Path]]:
+        """The tensor -> file map of a checkpoint the streaming reader serves: safetensors with every
+        merged parameter (an unusual key layout is left to the pool's loader and its errors)."""
+        files = self.files.get(name)
+        if not self.prefer_safetensors or files is None or files.reader != STREAMING:
+            return None
+        return files.weight_map if all(block in files.weight_map for block in self.block_names) else None
+
+    def _read_safetensors(self, weight_map: Mapping[str, Path]) -> ParamDict:
+        by_file: Dict[Path, List[str]] = defaultdict(list)
+        for block in self.block_names:
+            by_file[weight_map[block]].append(block)
+        params: ParamDict = {}
+        for file, blocks in by_file.items():  # one shard open at a time
+            with safe_open(str(file), framework="pt") as handle:
+                params.update({block: handle.get_tensor(block).to(self.dtype) for block in blocks})
+        return {block: params[block] for block in self.block_names}
 
     def _load_through_pool(self, name: str) -> ParamDict:
         model = self.modelpool.load_model(name)

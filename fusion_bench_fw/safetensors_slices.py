@@ -1,4 +1,4 @@
-"""Slices of same-named tensors from several safetensors files, read with positioned reads.
+"""Slices of same-named tensors from several safetensors checkpoints (single files or shards), read with positioned reads.
 
 This serves the block-major LMO pass (one parameter of a group of checkpoints at a time). It does not
 use ``safe_open``: its tensors are views of a memory map, and every page touched stays mapped (counted
@@ -18,7 +18,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -56,43 +56,51 @@ def read_header(path: Path) -> Dict[str, TensorEntry]:
 
 
 class SliceReader:
-    """A :class:`~fusion_bench_fw.frank_wolfe.lmo.BlockReader` over safetensors files (one per vertex).
+    """A :class:`~fusion_bench_fw.frank_wolfe.lmo.BlockReader` over safetensors checkpoints (one row per
+    vertex), each a single file or a sharded set: ``weight_maps[row]`` maps a tensor name to its file.
 
     Use :meth:`open`, which returns None when the files cannot be read this way, then ``with``.
     """
 
-    def __init__(self, files: Sequence[Path], headers: List[Dict[str, TensorEntry]], dtype: torch.dtype):
-        self.files = list(files)
+    def __init__(self, weight_maps: Sequence[Mapping[str, Path]], headers: Dict[Path, Dict[str, TensorEntry]], dtype: torch.dtype):
+        self.weight_maps = [dict(m) for m in weight_maps]
         self.headers = headers
         self.dtype = dtype
-        self.fds: List[int] = []
+        self.fds: Dict[Path, int] = {}
         try:
-            for file in self.files:
-                self.fds.append(os.open(str(file), os.O_RDONLY))
+            for file in headers:
+                self.fds[file] = os.open(str(file), os.O_RDONLY)
         except OSError:
             self.close()
             raise
 
     @classmethod
-    def open(cls, files: Sequence[Path], names: Sequence[str], dtype: torch.dtype) -> Optional["SliceReader"]:
-        """None unless every file holds every name, in a floating dtype, with one shape across files
-        and a byte size that matches it (anything unusual is left to the regular loaders and their errors)."""
+    def open(cls, weight_maps: Sequence[Mapping[str, Path]], names: Sequence[str], dtype: torch.dtype) -> Optional["SliceReader"]:
+        """None unless every checkpoint holds every name, in a floating dtype, with one shape across
+        checkpoints and a byte size that matches it (anything unusual is left to the regular loaders and their errors)."""
         if not hasattr(os, "preadv") or sys.byteorder != "little":
             return None
+        headers: Dict[Path, Dict[str, TensorEntry]] = {}
+        wanted = set(names)
         try:
-            headers = [read_header(Path(file)) for file in files]
+            for file in {Path(f) for m in weight_maps for n, f in m.items() if n in wanted}:
+                headers[file] = read_header(file)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
         for name in names:
-            entries = [header.get(name) for header in headers]
+            entries = [headers[Path(m[name])].get(name) if name in m else None for m in weight_maps]
             if any(e is None or e.dtype is None or e.nbytes != e.numel * e.dtype.itemsize for e in entries):
                 return None
             if len({e.shape for e in entries}) != 1:
                 return None
-        return cls(files, headers, dtype)
+        return cls([{n: Path(f) for n, f in m.items()} for m in weight_maps], headers, dtype)
+
+    def _entry(self, row: int, name: str) -> Tuple[Path, TensorEntry]:
+        file = self.weight_maps[row][name]
+        return file, self.headers[file][name]
 
     def numel(self, name: str) -> int:
-        return self.headers[0][name].numel
+        return self._entry(0, name)[1].numel
 
     def stack(self, name: str, start: int = 0, stop: Optional[int] = None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         numel = self.numel(name)
@@ -100,15 +108,17 @@ class SliceReader:
         if not 0 <= start <= stop <= numel:
             raise IndexError(f"slice [{start}, {stop}) out of range for parameter {name!r} with {numel} elements")
         width = stop - start
+        count = len(self.weight_maps)
         if out is None:
-            out = torch.empty(len(self.fds), width, dtype=self.dtype)
-        if tuple(out.shape) != (len(self.fds), width) or not out.is_contiguous() or out.device.type != "cpu":
-            raise ValueError(f"out must be a contiguous CPU tensor of shape {(len(self.fds), width)}")
-        direct = [header[name].dtype == self.dtype == out.dtype for header in self.headers]
+            out = torch.empty(count, width, dtype=self.dtype)
+        if tuple(out.shape) != (count, width) or not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"out must be a contiguous CPU tensor of shape {(count, width)}")
+        located = [self._entry(row, name) for row in range(count)]
+        direct = [entry.dtype == self.dtype == out.dtype for _, entry in located]
         rows = memoryview(out.view(torch.uint8).reshape(-1).numpy()) if any(direct) else None
         row_bytes = width * out.element_size()
-        for row, (fd, header, file) in enumerate(zip(self.fds, self.headers, self.files)):
-            entry = header[name]
+        for row, (file, entry) in enumerate(located):
+            fd = self.fds[file]
             offset = entry.offset + start * entry.dtype.itemsize
             # read straight into the output row unless a cast is needed (same casts as the vertex-major path)
             if direct[row]:
@@ -129,9 +139,9 @@ class SliceReader:
             done += got
 
     def close(self) -> None:
-        for fd in self.fds:
+        for fd in self.fds.values():
             os.close(fd)
-        self.fds = []
+        self.fds = {}
 
     def __enter__(self) -> "SliceReader":
         return self

@@ -119,6 +119,7 @@ def test_streaming_keeps_at_most_one_checkpoint_resident(micro_pool, monkeypatch
     # the k selected checkpoints are copied into the solver; the streamed ones die one by one
     assert peak["value"] <= 2
     assert algorithm.fw_summary["peak_streamed_checkpoints"] == 1
+    assert algorithm.fw_summary["readers"] == {"safetensors": 0, "pool_loader": n_vertices}  # stream_safetensors=false
 
 
 def test_fast_safetensors_path_matches_pool_loader(micro_pool):

@@ -133,6 +133,20 @@ def test_nan_checkpoint_is_named_before_any_data_work(micro_pool, tmp_path):
     assert algorithm.family.heads.zeroshot_weights == {}  # failed before building the objective
 
 
+def test_a_hub_model_missing_offline_fails_before_the_pretrained_model_loads(micro_pool, monkeypatch):
+    """The pool names a repo id that the (empty, offline) Hugging Face cache does not hold: one clear
+    error naming it, raised while resolving, before the pretrained model or any data is loaded."""
+    from fusion_bench_fw.checkpoint_files import CheckpointNotAvailable
+
+    pool = micro_pool.make_modelpool(extra_models={"sun397": "tanganke/clip-vit-base-patch32_sun397"})
+    loads = []
+    monkeypatch.setattr(type(pool), "load_model", lambda self, name, *a, **k: loads.append(name))
+    algorithm = FWSoft(**SOFT)
+    with pytest.raises(CheckpointNotAvailable, match=r"model 'sun397': tanganke/clip-vit-base-patch32_sun397 is not in the local Hugging Face cache"):
+        algorithm.run(pool)
+    assert loads == [] and algorithm.family.heads.zeroshot_weights == {}
+
+
 def test_architecture_mismatch_names_model_parameter_and_shapes(micro_pool, tmp_path):
     config = CLIPVisionConfig.from_pretrained(micro_pool.manifest.models[micro_pool.eval_tasks[0]])
     config.intermediate_size = config.intermediate_size + 8

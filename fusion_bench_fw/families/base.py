@@ -39,6 +39,10 @@ class ModelFamily(ABC):
     def accepts(cls, modelpool) -> bool:
         """Whether this family handles ``modelpool``."""
 
+    def check_entries_available(self) -> None:
+        """Fail now, naming the entry and the fix, if something the family loads by name besides the
+        pool's models (a processor, a tokenizer) is neither on disk nor obtainable from the hub."""
+
     @abstractmethod
     def load_base(self) -> nn.Module:
         """The pretrained model, frozen, in eval mode, on the Fabric device: the merge is written into it."""

@@ -50,6 +50,13 @@ class CLIPVisionFamily(ModelFamily):
     def accepts(cls, modelpool) -> bool:
         return isinstance(modelpool, CLIPVisionModelPool)
 
+    def check_entries_available(self) -> None:
+        from ..checkpoint_files import entry_location, local_directory
+
+        location, revision, _ = entry_location(getattr(self.modelpool, "_processor", None))
+        if location is not None:  # a path or repo id; a config the pool instantiates is its own business
+            local_directory("modelpool.processor", location, revision)
+
     def load_base(self) -> nn.Module:
         model = self.modelpool.load_pretrained_model()
         model.requires_grad_(False).eval()

@@ -1,0 +1,143 @@
+"""Where each pool entry's weights lie on disk, decided once per checkpoint before any heavy work.
+
+A FusionBench pool entry is a local model directory, a Hugging Face repo id (``tanganke/clip-vit-
+base-patch32_sun397``), or a config whose ``_target_`` is a ``from_pretrained`` with
+``pretrained_model_name_or_path`` (and maybe ``revision``). Repo ids resolve through the Hugging Face
+cache with ``huggingface_hub.snapshot_download``, as FusionBench's own loader does: from the cache
+alone when offline (``HF_HUB_OFFLINE=1``), downloading otherwise. A directory with ``model.safetensors``
+or a sharded ``model.safetensors.index.json`` is then read tensor by tensor (the streaming reader);
+anything else (``.bin`` weights, custom loaders, in-memory modules) goes to the pool's ``load_model``,
+and the log says why, once per model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from .safetensors_slices import read_header
+
+log = logging.getLogger(__name__)
+
+STREAMING = "safetensors"
+POOL_LOADER = "pool_loader"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointNotAvailable(FileNotFoundError):
+    """A pool entry that is neither on disk nor obtainable (offline and not in the hub cache)."""
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """How one pool entry is read: ``reader`` is STREAMING (``weight_map``: tensor name -> file) or
+    POOL_LOADER (``why`` says why not streamed)."""
+
+    name: str
+    reader: str
+    source: str
+    weight_map: Mapping[str, Path] = field(default_factory=dict)
+    why: str = ""
+
+
+def entry_location(entry) -> Tuple[Optional[str], Optional[str], str]:
+    """(path or repo id, revision, why not) of a pool entry; a None location means: only the pool can load it."""
+    if isinstance(entry, (str, os.PathLike)):
+        return os.fspath(entry), None, ""
+    if isinstance(entry, Mapping) or hasattr(entry, "keys"):
+        target = str(entry.get("_target_", ""))
+        location = entry.get("pretrained_model_name_or_path")
+        if location is None:
+            return None, None, f"its config has no pretrained_model_name_or_path (_target_ {target or 'none'})"
+        if target and not target.endswith("from_pretrained"):
+            return None, None, f"its _target_ {target} is a custom loader that may transform the weights"
+        return str(location), entry.get("revision"), ""
+    return None, None, f"it is a {type(entry).__name__}, not a path or repo id"
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _looks_like_repo_id(location: str) -> bool:
+    return not location.startswith(("/", ".", "~")) and location.count("/") <= 1 and bool(location.strip("/"))
+
+
+def local_directory(label: str, location: str, revision: Optional[str] = None) -> Path:
+    """The local directory of an entry (``label`` names it in errors, e.g. "model 'sun397'"): the
+    path itself, or the repo's snapshot in the Hugging Face cache."""
+    path = Path(location).expanduser()
+    if path.exists():
+        return path
+    if not _looks_like_repo_id(location):
+        raise CheckpointNotAvailable(f"{label}: {location} does not exist; fix the path in the pool config")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = hub_offline()
+    source = location + (f"@{revision}" if revision else "")
+    try:
+        return Path(snapshot_download(location, revision=revision, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
+        if offline or isinstance(error, LocalEntryNotFoundError):
+            raise CheckpointNotAvailable(
+                f"{label}: {source} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub "
+                f"is offline{' (HF_HUB_OFFLINE=1)' if offline else ''}. Fix: run once online, or `huggingface-cli download {location}`"
+                f"{f' --revision {revision}' if revision else ''}, or point HF_HOME at a cache that holds it "
+                f"(`fusion_bench_fw hub-standin`), or use the offline mini pool (modelpool=mini-clip_TA20)."
+            ) from None
+        raise CheckpointNotAvailable(f"{label}: could not download {source} from the Hugging Face hub: {error}") from None
+
+
+def safetensors_weight_map(directory: Path) -> Tuple[Dict[str, Path], str]:
+    """(tensor name -> file, why not) for a directory with one safetensors file or a sharded index."""
+    single, index = directory / SINGLE_FILE, directory / INDEX_FILE
+    if single.is_file():
+        return {tensor: single for tensor in read_header(single)}, ""
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = {shard: directory / shard for shard in set(weight_map.values())}
+        missing = sorted(shard for shard, path in files.items() if not path.is_file())
+        if missing:
+            raise CheckpointNotAvailable(f"{index} names shards that are not on disk: {', '.join(missing)} (an interrupted download? fetch the repo again)")
+        return {tensor: files[shard] for tensor, shard in weight_map.items()}, ""
+    return {}, f"{directory} has no {SINGLE_FILE} or {INDEX_FILE}"
+
+
+def resolve_checkpoint(name: str, entry, streaming: bool = True) -> CheckpointFiles:
+    location, revision, why = entry_location(entry)
+    if location is None:
+        return CheckpointFiles(name, POOL_LOADER, repr(entry), why=why)
+    source = location + (f"@{revision}" if revision else "")
+    directory = local_directory(f"model {name!r}", location, revision)
+    if not streaming:
+        return CheckpointFiles(name, POOL_LOADER, source, why="method.stream_safetensors=false")
+    weight_map, why = safetensors_weight_map(directory)
+    if not weight_map:
+        return CheckpointFiles(name, POOL_LOADER, source, why=why)
+    return CheckpointFiles(name, STREAMING, source, weight_map)
+
+
+def resolve_pool(modelpool, names: Sequence[str], streaming: bool = True) -> Dict[str, CheckpointFiles]:
+    """Every named entry of the pool, resolved; one log line per entry the streaming reader cannot serve."""
+    entries = getattr(modelpool, "_models", {})
+    resolved = {name: resolve_checkpoint(name, entries.get(name), streaming) for name in names}
+    for item in resolved.values():
+        if item.reader == POOL_LOADER:
+            log.info("model %r is loaded whole by the pool's load_model, not streamed: %s", item.name, item.why)
+    return resolved
+
+
+def reader_counts(resolved: Mapping[str, CheckpointFiles]) -> Dict[str, int]:
+    counts = {STREAMING: 0, POOL_LOADER: 0}
+    for item in resolved.values():
+        counts[item.reader] += 1
+    return counts
