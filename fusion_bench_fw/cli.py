@@ -40,7 +40,7 @@ def cmd_card_adamerging(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import bar_chart, machine_description, markdown_table, method_specs, run_method
+    from .compare import bar_chart, machine_description, markdown_table, method_specs, run_method, source_commit
     from .mini import ensure_built
     from .mini.manifest import load_manifest
 
@@ -58,9 +58,11 @@ def cmd_compare(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
+    commit = source_commit()
     for name in names:
         print(f"[compare] running {name} ...", flush=True)
         result = run_method(name, specs[name], modelpool=modelpool, taskpool=taskpool, out_dir=out, extra=args.override)
+        result.commit = commit
         status = result.error or ", ".join(f"{t}={100 * result.accuracy.get(t, float('nan')):.1f}" for t in eval_tasks)
         print(f"[compare] {name}: {status} ({result.seconds:.0f} s)", flush=True)
         results.append(result)
@@ -77,10 +79,14 @@ def cmd_compare(args) -> int:
         commands = earlier.get("commands", [earlier["command"]]) + commands
     individual = {t: card["tasks"][t]["finetuned"] for t in eval_tasks} if "tasks" in card else {}
     table = markdown_table(results, eval_tasks, extra_rows=[("Individual fine-tuned (pool card)", individual)] if individual else [])
-    title = f"mini-{args.pool} pool: accuracy on its {len(eval_tasks)} eval tasks"
+    title = f"mini-{args.pool} pool ({build_dir.name}): accuracy on its {len(eval_tasks)} eval tasks"
     machine = machine_description()
-    (out / "compare.json").write_text(json.dumps({"command": command, "commands": commands, "machine": machine, "pool": args.pool, "eval_tasks": eval_tasks, "results": [asdict(r) for r in results]}, indent=1))
+    (out / "compare.json").write_text(json.dumps({"command": command, "commands": commands, "machine": machine, "pool": args.pool, "build": build_dir.name, "eval_tasks": eval_tasks, "results": [asdict(r) for r in results]}, indent=1))
     shown = "\n\n".join(f"Command: `{c}`" for c in commands)
+    by_commit: dict = {}
+    for r in results:
+        by_commit.setdefault(r.commit or "not recorded", []).append(r.label)
+    shown += "\n\nCommit: " + ("; ".join(f"{c} ({', '.join(labels)})" for c, labels in by_commit.items()) if len(by_commit) > 1 else f"{next(iter(by_commit))} (every row)")
     (out / "compare.md").write_text(f"# {title}\n\n{shown}\n\nMachine: {machine}\n\n{table}\n")
     if any(not r.error for r in results):
         bar_chart(results, eval_tasks, out / "compare.png", title)

@@ -79,6 +79,22 @@ class RunResult:
     seconds: float
     accuracy: Dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None
+    commit: Optional[str] = None  # of the code that produced the row (source_commit)
+
+
+# the code a benchmark number depends on: uncommitted changes here make a commit "+dirty"
+CODE_PATHS = ["fusion_bench_fw", "config", "hydra_plugins", "benchmarks/*.py", "benchmarks/harness"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_commit(tree: Path = REPO_ROOT) -> str:
+    """Short HEAD of the checkout this code runs from, "+dirty" when its code differs from HEAD;
+    "unknown" for an installed copy outside a git checkout."""
+    git = lambda *a: subprocess.run(["git", "-C", str(tree), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS) else "")
 
 
 def run_method(name: str, spec: MethodSpec, *, modelpool: str, taskpool: str, out_dir: Path, extra: Sequence[str] = ()) -> RunResult:

@@ -8,21 +8,16 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict
 
 ROOT = Path(__file__).resolve().parents[2]
-# the code a benchmark number depends on: uncommitted changes here make a commit "+dirty"
-CODE_PATHS = ["fusion_bench_fw", "config", "hydra_plugins", "benchmarks/*.py", "benchmarks/harness"]
-
-
 def commit_of(tree: Path = ROOT) -> str:
     """Short HEAD of ``tree``, with ``+dirty`` when the code that runs differs from it."""
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], capture_output=True, text=True).stdout.strip()
-    return (head or "unknown") + ("+dirty" if dirty else "")
+    from fusion_bench_fw.compare import source_commit
+
+    return source_commit(tree)
 
 
 def command_line(prefix: str = "") -> str:
