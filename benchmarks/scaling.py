@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from fusion_bench_fw.compare import MethodSpec, run_method  # noqa: E402
 from harness.cli import add_runs  # noqa: E402
-from harness.machine import describe, one_line  # noqa: E402
+from harness.machine import commit_of, describe, one_line  # noqa: E402
 from harness.report import write_json, write_lines  # noqa: E402
 
 
@@ -140,6 +140,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    commit = commit_of()  # of the code the curves are measured with, taken before the runs
     methods = [m for m in args.methods.split(",") if m]
     earlier = load_previous(out / "scaling.json")
     results = {kind: earlier[kind] for kind in ("irrelevant", "relevant") if kind in earlier}
@@ -149,9 +150,10 @@ def main() -> int:
             results[kind] = merge_curves(results[kind], data) if kind in results else data
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
     commands = earlier.get("commands", []) + [command]
-    payload = {"command": command, "commands": commands, "machine": describe(), **results}
+    commits = earlier.get("commits", ["not recorded"] * (len(commands) - 1)) + [commit]
+    payload = {"command": command, "commands": commands, "commits": commits, "machine": describe(), **results}
     write_json(out / "scaling.json", payload)
-    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}`  " for c in commands], f"Machine: {one_line(payload['machine'])}", ""]
+    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}` (commit {k})  " for c, k in zip(commands, commits)], f"Machine: {one_line(payload['machine'])}", ""]
     if "irrelevant" in results:
         text += ["(a) 4 relevant + m irrelevant models, accuracy (%) on the 4 eval tasks:", "", markdown("m", results["irrelevant"]), ""]
     if "relevant" in results:
