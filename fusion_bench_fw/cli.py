@@ -3,6 +3,7 @@
     fusion_bench_fw compare [--pool ta20|micro] [--methods a,b,...] [--out DIR]
     fusion_bench_fw build [--variant ta20|micro] [--seed N]
     fusion_bench_fw card-adamerging [--pool ta20|micro] [--steps N]
+    fusion_bench_fw hub-standin --out DIR [--shards K] [--dtype bf16] [--tiny]
 """
 
 from __future__ import annotations
@@ -134,6 +135,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare.add_argument("--strict", action="store_true", help="exit 1 if any method failed to run")
     compare.set_defaults(func=cmd_compare)
 
+    standin = sub.add_parser("hub-standin", add_help=False, help="write an offline Hugging Face cache standing in for the real TA20 CLIP pool (options: --help)")
+    standin.set_defaults(func=None)
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["hub-standin"]:  # its own parser (python -m fusion_bench_fw.hub_standin takes the same options)
+        from .hub_standin import main as hub_standin_main
+
+        return hub_standin_main(argv[1:])
     args = parser.parse_args(argv)
     return args.func(args)
 
