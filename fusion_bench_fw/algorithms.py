@@ -67,6 +67,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         min_rel_decrease: float = 1e-4,
         max_relative_distance: Optional[float] = 0.5,
         model_family: Optional[str] = None,
+        compute_dtype: Optional[str] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,7 +76,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             init=init, init_scaling_factor=init_scaling_factor, pretrained_as_vertex=pretrained_as_vertex,
             trajectory_path=trajectory_path, trajectory_per_block=trajectory_per_block, stream_safetensors=stream_safetensors,
             validate_checkpoints=validate_checkpoints, checkpoint_dir=checkpoint_dir, max_relative_distance=max_relative_distance,
-            model_family=model_family,
+            model_family=model_family, compute_dtype=compute_dtype,
         )
         self.common_solver_options = dict(
             max_iters=max_iters, gap_tol=gap_tol, granularity=granularity, score=lmo_score, probe_step=probe_step,
@@ -104,6 +105,9 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
 
         with self.profile("load pretrained"):
             model = family.load_base()
+            pool_dtype = next(model.parameters()).dtype
+            if options.compute_dtype is not None:  # e.g. bf16 math on a GPU for an fp32 pool
+                model = model.to(getattr(torch, options.compute_dtype))
             block_names = family.merged_parameters(model)
             parameters = dict(model.named_parameters())
             theta0 = {name: parameters[name].detach().clone() for name in block_names}
@@ -160,7 +164,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             if writer.path is not None:
                 log.info("FW trajectory written to %s", writer.path)
         self.print_profile_summary()
-        return family.merged_model(model, state.theta)
+        return family.merged_model(model, state.theta).to(pool_dtype)  # the taskpool gets the pool's dtype back
 
     # --- pieces -------------------------------------------------------------------------------
     def check_candidates(self, count: int) -> None:

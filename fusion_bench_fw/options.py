@@ -12,6 +12,7 @@ from .frank_wolfe.options import check
 
 TASKPOOL_TASKS = "taskpool"  # objective_tasks value: the tasks the program's taskpool evaluates
 INITS = ("pretrained", "task_arithmetic")  # or the path of a merged checkpoint directory
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")  # or None: the pretrained model's own dtype
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,13 @@ class RunOptions:
     pretrained_as_vertex: bool = True  # theta_0 is a vertex of M = conv{theta_0..theta_n}
     trajectory_path: Optional[str] = None  # default: {log_dir}/fw_trajectory.json
     trajectory_per_block: bool = False  # also record per-parameter weights every iteration (large)
-    stream_safetensors: bool = True  # read local safetensors checkpoints directly (else modelpool.load_model)
+    stream_safetensors: bool = True  # read safetensors checkpoints (local, hub cache, sharded) tensor by tensor (else modelpool.load_model)
     validate_checkpoints: bool = True  # one streaming pass before any data work: names, shapes, NaN/Inf
     checkpoint_dir: Optional[str] = None  # save the state after every iteration here; re-running resumes
     # screen out checkpoints farther than this x ||theta_0|| from theta_0 (not fine-tunes of it); None admits all
     max_relative_distance: Optional[float] = 0.5
     model_family: Optional[str] = None  # None: chosen from the pool's type (see families/)
+    compute_dtype: Optional[str] = None  # dtype of theta, gradients and streamed checkpoints; None: the pretrained model's
 
     def __post_init__(self):
         tasks = self.objective_tasks
@@ -45,6 +47,10 @@ class RunOptions:
         check(
             self.init in INITS or Path(str(self.init)).expanduser().exists(),
             f"invalid init={self.init!r}: use 'pretrained', 'task_arithmetic' or the path of a merged checkpoint directory (save_pretrained format) that exists",
+        )
+        check(
+            self.compute_dtype is None or self.compute_dtype in COMPUTE_DTYPES,
+            f"invalid compute_dtype={self.compute_dtype!r}: use null (the pretrained model's dtype) or one of {', '.join(COMPUTE_DTYPES)}",
         )
         check(
             self.max_relative_distance is None or float(self.max_relative_distance) > 0,

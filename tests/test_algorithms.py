@@ -147,6 +147,26 @@ def test_merged_model_is_the_pools_model_type_and_matches_the_bookkeeping(micro_
         assert torch.allclose(rebuilt, value, atol=1e-5), name
 
 
+def test_compute_dtype_runs_the_merge_in_that_dtype(micro_pool):
+    """bf16 math on an fp32 pool: theta and the streamed checkpoints are bf16, the merged model comes
+    back in the pool's fp32 (for its taskpool) holding bf16 values, the convex combination its
+    weights say up to bf16 rounding."""
+    pool = micro_pool.make_modelpool()
+    algorithm = FWHard(max_iters=1, granularity="layer", samples_per_task=8, line_search_evals=3, compute_dtype="bfloat16")
+    merged = algorithm.run(pool)
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}
+    assert all(torch.equal(p, p.to(torch.bfloat16).float()) for p in merged.parameters())  # computed in bf16
+    assert algorithm.fw_summary["readers"] == {"safetensors": len(pool.model_names) + 1, "pool_loader": 0}
+    labels = ["_pretrained_"] + list(pool.model_names)
+    vertices = [merged_params(pool.load_model(label)) for label in labels]
+    weights = algorithm.fw_state.weights
+    for b, (name, value) in enumerate(merged_params(merged).items()):
+        rebuilt = sum(float(weights[b, v]) * vertices[v][name] for v in range(len(labels)))
+        assert torch.allclose(rebuilt, value, atol=2e-2, rtol=2e-2), name
+    with pytest.raises(ValueError, match=r"invalid compute_dtype='bf16': use null .* bfloat16"):
+        FWSoft(compute_dtype="bf16")
+
+
 def test_invalid_options_fail_at_construction_listing_allowed_values():
     with pytest.raises(ValueError, match="granularity='block'.*task, layer"):
         FWSoft(granularity="block")

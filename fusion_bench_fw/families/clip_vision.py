@@ -88,9 +88,16 @@ class CLIPVisionFamily(ModelFamily):
     def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
         compute_logits = self.heads.compute_logits
 
+        dtype = next(model.parameters()).dtype
+
         def summed_loss(params, task, batch):
             images, labels = batch
-            logits = compute_logits(lambda pixel_values: functional_call(model, dict(params), (pixel_values,)), images, task)
+
+            def tower(pixel_values):
+                # the tower runs in its compute dtype (method.compute_dtype); FusionBench's projection and text heads stay fp32
+                return None, functional_call(model, dict(params), (pixel_values.to(dtype),))[1].float()
+
+            logits = compute_logits(tower, images, task)
             if loss == "cross_entropy":
                 return F.cross_entropy(logits, labels, reduction="sum")
             return -(logits.softmax(dim=-1) * logits.log_softmax(dim=-1)).sum()
