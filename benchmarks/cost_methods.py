@@ -1,12 +1,16 @@
-"""Cost at real scale: peak memory and time of one merging iteration of each method vs pool size n.
+"""Cost on the real path: peak memory and time of one merging iteration of each method vs pool size n.
 
-Pool: ``_cost_pool.py`` (the real CLIP ViT-B/32 architecture, random weights, 20 fine-tuned vision
-towers of ~350 MB); pool n = the first n. Every (method, n, repeat) runs in a fresh child process
-(``harness/child.py``), so its peak RSS belongs to that run only. One iteration each, the same
-objective samples for all methods:
+Pool: ``modelpool=clip-vit-base-patch32_TA20``, the config users run, on the hub stand-in
+(``_standin_pool.py``: FusionBench's config composed by Hydra, resolved offline through a local
+Hugging Face cache under the real repo ids; CLIP ViT-B/32 shapes, random fine-tune-like weights, 20
+vision towers of ~350 MB in fp32); pool n = the config's first n fine-tunes (Hydra deletion overrides
+for the others). ``--standin-dtype bf16 --standin-shards 2`` measures a bf16 pool in 2 shards per
+model. Every (method, n, repeat) runs in a fresh child process (``harness/child.py``), so its peak
+RSS belongs to that run only. One iteration each, the same objective samples for all methods:
 
 * ``fw_hard``, ``fw_soft``: ours (``config/method/*.yaml``), ``max_iters=1``; their timings are the
-  ones the solver records in ``fw_trajectory.json`` (``time_s``, ``time_gradient_s``, ``time_lmo_s``)
+  ones the solver records in ``fw_trajectory.json`` (``time_s``, ``time_gradient_s``, ``time_lmo_s``), and
+  which reader served each checkpoint (``summary.readers``: all n+1 on the streaming one is the target)
 * ``intree_fw_soft``, ``intree_fw_hard``: FusionBench's FW-Merging (``method/fw_merging/*.yaml``),
   ``init_weight=base``; on CPU its ``.cuda()`` calls are made no-ops; phases timed by ``_intree_timing.py``
 * ``adamerging``: FusionBench's layer-wise AdaMerging, ``max_steps=1``, over max(S, n) test images
@@ -17,19 +21,23 @@ Methods are interleaved per n and repeat, so background load hits all of them al
 
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/cost_methods.py --sizes 4,12,20 --methods fw_hard,fw_soft,intree_fw_soft
-    ... --quick               # smoke run: n in {2, 4}, one repeat each
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/cost_methods.py --sizes 4,20 --methods fw_hard,fw_soft,intree_fw_soft
+    ... --standin-dtype bf16 --standin-shards 2   # the bf16 pool, 2 shards per model
+    ... --standin-dtype bf16 --standin-shards 2 --compute-dtype bfloat16   # ours computing in bf16 too
+    ... --quick --tiny        # smoke run: tiny towers, n in {2, 4}, one repeat each (results under --work-dir)
     ... --accelerator cuda    # every method on one GPU (the in-tree methods unpatched)
     ... --append              # more rows (repeats) into the existing JSON, same machine
     ... --report-only         # re-render the md/png from the JSON
 
-Writes ``benchmarks/results/cost/methods_<accelerator>.{json,md,png}``.
+Writes ``benchmarks/results/cost/methods_<accelerator>_<variant>.{json,md,png}`` (variant: ``fp32``,
+``bf16_2shards``, ...) and, with the runs of other variants there, the summary ``standin_<accelerator>.md``
+(``cost_report.py``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +46,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # not the repository root: children import the frozen package copy
 
-import _cost_pool as cost_pool  # noqa: E402
+import _standin_pool as standin  # noqa: E402
 from harness import child, cli, machine  # noqa: E402
 from harness.report import GB, write_json  # noqa: E402
 
@@ -56,6 +64,10 @@ DEFINITIONS = {
     "FusionBench's methods: their phases, timed by wrapping them (benchmarks/_intree_timing.py)",
     "stages_s": "ours: the stages of run() in FusionBench's profiler",
     "cuda_peak_bytes": "torch.cuda.max_memory_allocated() of the child",
+    "readers": "ours: summary.readers of fw_trajectory.json, checkpoints served by the streaming safetensors reader / the pool's load_model",
+    "pool_models": "fine-tuned models in the instantiated pool (the config's first n)",
+    "compute_dtype": "ours: method.compute_dtype; null = the dtype of the pretrained model as the pool loads it (FusionBench's CLIPVisionModelPool: "
+    "transformers' from_pretrained default, float32, also for bf16 checkpoints); FusionBench's methods compute in what the pool loads",
     "in-tree methods": "FusionBench's own configs with init_weight=base, explicit tasks, dataset_size = samples per task; on CPU "
     "torch.nn.Module.cuda and torch.Tensor.cuda return self in their child process, nothing else patched",
 }
@@ -83,6 +95,8 @@ def build_algorithm(spec: Dict[str, Any], objective: List[str], run_dir: Path):
     theirs = Path(list(fusion_bench_config.__path__)[0]) / "method"
     if method in OURS:
         overrides: Dict[str, Any] = {"max_iters": 1, "objective_tasks": objective, "samples_per_task": k, "batch_size": k, "trajectory_path": str(run_dir / "fw_trajectory.json")}
+        if spec.get("compute_dtype"):
+            overrides["compute_dtype"] = spec["compute_dtype"]
         if method == "fw_hard":
             overrides.update(granularity="task", line_search_evals=spec["line_search_evals"])
         else:
@@ -113,6 +127,7 @@ def solver_records(run_dir: Path, algorithm) -> Dict[str, Any]:
         "stages_s": {name: float(sum(values)) for name, values in algorithm.profiler.recorded_durations.items()},
         "passes": {"forward": summary.get("forward_passes"), "backward": summary.get("backward_passes")},
         "vertices": len(trajectory.get("config", {}).get("vertices", [])) or None,
+        "readers": summary.get("readers"),
     }
 
 
@@ -125,16 +140,20 @@ def measure(spec: Dict[str, Any], sampler: child.RssSampler) -> Dict[str, Any]:
     from fusion_bench.utils import cache_utils
 
     torch.set_num_threads(spec["threads"])
-    method, n, run_dir, work_dir = spec["method"], spec["n"], Path(spec["run_dir"]), Path(spec["work_dir"])
+    method, n, run_dir = spec["method"], spec["n"], Path(spec["run_dir"])
+    if os.environ.get("HF_HOME") != spec["standin_dir"]:
+        raise RuntimeError(f"HF_HOME is {os.environ.get('HF_HOME')!r}, not the stand-in {spec['standin_dir']}")
     cuda = spec["accelerator"] == "cuda"
-    objective = cost_pool.task_names(n)[: cost_pool.OBJECTIVE_TASKS]
-    cost_pool.register_tasks(cost_pool.task_names())
+    tasks = spec["tasks"][:n]
+    objective = tasks[: standin.OBJECTIVE_TASKS]
     cache_utils.set_default_cache_dir(run_dir / "cache")  # zero-shot heads: per run, never shared
-    if method == "adamerging":
-        test_root = cost_pool.ensure_ada_sets(work_dir, spec["samples_per_task"] * len(objective), n)
-    else:
-        test_root = cost_pool.ensure_test_sets(work_dir, spec["samples_per_task"])
-    modelpool = cost_pool.make_modelpool(work_dir, n, test_root)
+    if method == "adamerging":  # max(S, n) test images over the n tasks, S = one FW gradient's samples
+        test_rows = dict(zip(tasks, standin.ada_split(n, max(spec["samples_per_task"] * len(objective), n))))
+    else:  # in-tree fw_soft's inner loop reads the objective tasks' test sets: k images each
+        test_rows = {task: spec["samples_per_task"] for task in objective}
+    modelpool, _ = standin.make_modelpool(n, test_rows)
+    if list(modelpool.model_names) != tasks:
+        raise RuntimeError(f"the pool holds {modelpool.model_names}, not the first {n} of the parent's {spec['tasks']}")
     if method in INTREE and not cuda:
         from fusion_bench_fw.intree_on_cpu import make_cuda_calls_noops
 
@@ -150,7 +169,7 @@ def measure(spec: Dict[str, Any], sampler: child.RssSampler) -> Dict[str, Any]:
     algorithm.run(modelpool)
     sync()
     t_end, clock_end = sampler.now(), time.perf_counter()
-    result: Dict[str, Any] = {"run_s": clock_end - clock_start, "run_cpu_s": time.process_time() - cpu_start}
+    result: Dict[str, Any] = {"run_s": clock_end - clock_start, "run_cpu_s": time.process_time() - cpu_start, "pool_models": len(modelpool.model_names)}
     if cuda:
         result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     if method in OURS:
@@ -188,7 +207,7 @@ def plan(settings: Dict[str, Any]) -> List[Dict[str, Any]]:
 def compact(result: Dict[str, Any]) -> Dict[str, Any]:
     """The row as stored: every number the report uses, no bulk."""
     keep = ("status", "error", "peak_rss_bytes", "peak_rss_setup_bytes", "peak_rss_iteration_bytes", "cuda_peak_bytes", "iteration_s", "run_s", "run_cpu_s",
-            "wall_s", "cpu_s", "timers_s", "stages_s", "passes", "vertices", "loadavg", "traceback_tail", "log_tail")
+            "wall_s", "cpu_s", "timers_s", "stages_s", "passes", "vertices", "readers", "pool_models", "loadavg", "traceback_tail", "log_tail")
     row = {key: result[key] for key in keep if result.get(key) is not None}
     for key in ("timers_s", "stages_s"):
         if key in row:
@@ -201,9 +220,10 @@ def compact(result: Dict[str, Any]) -> Dict[str, Any]:
 
 def appendable(earlier: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     """``earlier`` ready to take this invocation's rows: same machine and measurement settings, sizes united."""
-    same = ("samples_per_task", "objective_tasks", "inner_steps", "line_search_evals", "threads", "accelerator", "bytes_per_checkpoint")
+    same = ("samples_per_task", "objective_tasks", "inner_steps", "line_search_evals", "threads", "accelerator", "bytes_per_checkpoint", "compute_dtype")
     differs = [k for k in same if earlier["settings"].get(k) != new["settings"][k]]
     differs += [k for k in ("cpu_model", "cpu_cores", "gpu") if earlier["machine"].get(k) != new["machine"].get(k)]
+    differs += ["pool variant"] if earlier["settings"].get("pool", {}).get("variant") != new["settings"]["pool"]["variant"] else []
     if differs:
         sys.exit(f"--append: {', '.join(differs)} differ from the file's; write a new file with --out")
     earlier["settings"]["sizes"] = sorted(set(earlier["settings"]["sizes"]) | set(new["settings"]["sizes"]))
@@ -225,41 +245,52 @@ def main(argv=None) -> int:
     parser.add_argument("--inner-steps", type=int, default=3, help="fw_soft inner_steps = in-tree fw_soft ada_iters")
     parser.add_argument("--line-search-evals", type=int, default=4)
     parser.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu", help="cuda: every method on one GPU (Fabric accelerator=cuda)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: n in {2, 4}, one repeat")
+    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="our methods' method.compute_dtype (default: the config's null = the dtype FusionBench's pool loads the "
+                             "pretrained model in, float32 for these checkpoints whatever their stored dtype)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: n in {2, 4}, one repeat (results under --work-dir)")
     parser.add_argument("--append", action="store_true", help="add rows to the existing JSON (new repeat numbers), same machine")
+    standin.add_options(parser)
     args = parser.parse_args(argv)
     if args.child_spec:
         child.child_main(json.loads(args.child_spec), measure)
         return 0
-    if args.accelerator != "cpu" and args.out == parser.get_default("out"):
-        args.out = args.out.replace("methods_cpu", f"methods_{args.accelerator}")
-    if args.quick and args.out == parser.get_default("out"):
-        args.out += "_quick"
+    variant, standin_dir = standin.from_args(args)
+    if args.out == parser.get_default("out"):  # methods_<accelerator>_<variant>[_quick]; smoke runs outside results/
+        root = Path(args.work_dir) / "results" if args.quick or args.tiny else Path(args.out).parent
+        compute = f"_compute_{args.compute_dtype}" if args.compute_dtype else ""
+        args.out = str(root / f"methods_{args.accelerator}_{variant.tag}{compute}{'_quick' if args.quick else ''}")
     out = Path(args.out)
-    from cost_report import render
+    from cost_report import TARGETS, render, render_summaries
 
     if args.report_only:
-        print("wrote", ", ".join(map(str, render(out.with_suffix(".json")))))
+        print("wrote", ", ".join(map(str, render(out.with_suffix(".json")) + render_summaries(out.parent))))
         return 0
 
-    work_dir, scratch = Path(args.work_dir), Path(args.scratch_dir)
-    free = shutil.disk_usage(str(work_dir if work_dir.exists() else work_dir.parent)).free
-    if not (work_dir / "build.json").exists() and free < 8.5 * GB:
-        sys.exit(f"need ~8 GB free under {work_dir} for the pool, have {free / GB:.1f} GB")
-    cost_pool.build_in_child(work_dir, child.child_env(args.threads))
+    scratch = Path(args.scratch_dir)
     sizes = [2, 4] if args.quick else [int(s) for s in args.sizes.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    needed = max([args.samples_per_task] + ([max(standin.ada_split(n, max(args.samples_per_task * min(n, standin.OBJECTIVE_TASKS), n))) for n in sizes]
+                                            if "adamerging" in methods else []))
+    if needed > variant.rows:
+        sys.exit(f"the methods read up to {needed} samples of a task's split; the stand-in has --standin-rows {variant.rows}")
+    summary = standin.ensure(standin_dir, variant, child.child_env(args.threads))
+    pool = standin.settings(standin_dir, variant, summary)
+    if max(sizes) > len(pool["tasks"]):
+        sys.exit(f"--sizes: the pool has {len(pool['tasks'])} fine-tunes")
     settings = {
-        "sizes": sizes, "methods": [m for m in args.methods.split(",") if m], "repeats": 1 if args.quick else args.repeats,
+        "sizes": sizes, "methods": methods, "repeats": 1 if args.quick else args.repeats, "quick": args.quick,
         "repeat_sizes": sizes if args.quick else [int(s) for s in args.repeat_sizes.split(",")], "repeat_methods": [m for m in args.repeat_methods.split(",") if m],
-        "ada_repeats": args.ada_repeats, "samples_per_task": args.samples_per_task, "objective_tasks": cost_pool.OBJECTIVE_TASKS,
+        "ada_repeats": args.ada_repeats, "samples_per_task": args.samples_per_task, "objective_tasks": standin.OBJECTIVE_TASKS,
         "inner_steps": args.inner_steps, "line_search_evals": args.line_search_evals, "threads": args.threads, "accelerator": args.accelerator,
-        "bytes_per_checkpoint": cost_pool.checkpoint_files(work_dir, 1)[0].stat().st_size, "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb,
+        "compute_dtype": args.compute_dtype, "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "pool": pool,
+        "targets": TARGETS,
     }
     payload = {"experiment": "cost_methods", "settings": settings, "machine": machine.describe(), "definitions": DEFINITIONS, "invocations": [], "rows": []}
     if args.append:
         payload = appendable(json.loads(out.with_suffix(".json").read_text()), payload)
     frozen = {"path": None, "commit": machine.commit_of()} if args.no_freeze else child.freeze_package(scratch.parent / "fw_cost_frozen")
-    env = child.child_env(args.threads, frozen["path"])
+    env = standin.child_env(child.child_env(args.threads, frozen["path"]), standin_dir)
     command = machine.command_line("HF_HUB_OFFLINE=1")
     cells = plan(settings)
     invocation = {"command": command, "planned_rows": len(cells), "finished": False}
@@ -274,17 +305,19 @@ def main(argv=None) -> int:
         if cell["method"] == "adamerging" and skip:
             payload["rows"].append({**base, "status": "skipped", "error": skip})
             continue
-        spec = {**cell, **{k: settings[k] for k in ("samples_per_task", "inner_steps", "line_search_evals", "threads", "accelerator")}, "work_dir": str(work_dir), "run_dir": str(scratch / tag)}
+        spec = {**cell, **{k: settings[k] for k in ("samples_per_task", "inner_steps", "line_search_evals", "threads", "accelerator", "compute_dtype")},
+                "standin_dir": str(standin_dir), "tasks": pool["tasks"], "run_dir": str(scratch / tag)}
         result = child.run_child(Path(__file__).resolve(), spec, env, scratch / "logs" / f"{tag}.log", mem_guard_gb=args.mem_guard_gb, min_available_gb=args.min_available_gb, timeout_s=args.child_timeout)
         payload["rows"].append({**base, **compact(result)})
         write_json(out.with_suffix(".json"), payload)
+        readers = result.get("readers")
         print(f"[{time.perf_counter() - started:6.0f}s] {tag:34s} {result['status']:8s} peak {result['peak_rss_bytes'] / GB:5.2f} GB  iteration {result.get('iteration_s') or 0:6.1f} s"
-              + (f"  {result.get('error', '')[:200]}" if result["status"] != "ok" else ""), flush=True)
+              + (f"  readers {readers}" if readers else "") + (f"  {result.get('error', '')[:200]}" if result["status"] != "ok" else ""), flush=True)
         if cell["method"] == "adamerging" and (result["status"] != "ok" or result["peak_rss_bytes"] > args.ada_skip_gb * GB):
             skip = f"after n={cell['n']}: {result['status']}, peak {result['peak_rss_bytes'] / GB:.1f} GB (skip threshold {args.ada_skip_gb} GB)"
     invocation["finished"] = True
     write_json(out.with_suffix(".json"), payload)
-    print("wrote", ", ".join(map(str, render(out.with_suffix(".json")))), f"in {(time.perf_counter() - started) / 60:.1f} min")
+    print("wrote", ", ".join(map(str, render(out.with_suffix(".json")) + render_summaries(out.parent))), f"in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 
 

@@ -73,6 +73,18 @@ def test_layout_is_the_hub_cache_layout(standin):
     assert (out / "datasets" / "svhn" / "cropped_digits").is_dir() and not (out / ".hub_standin-staging").exists()
 
 
+def test_no_tensor_is_all_zero(standin):
+    """Random init leaves biases and LayerNorm shifts at 0; a zero tensor would stay zero in every
+    fine-tune, and FusionBench's FW-Merging LMO (cosine per tensor) would divide by its zero norm."""
+    from safetensors.torch import load_file
+
+    out = Path(standin["out"])
+    for repo_id in standin["models"][:2]:  # the pretrained CLIPModel and one fine-tune
+        snapshot = snapshot_of(out / "hub" / f"models--{repo_id.replace('/', '--')}")
+        tensors = {k: v for shard in sorted(snapshot.glob("*.safetensors")) for k, v in load_file(str(shard)).items()}
+        assert tensors and [k for k, v in tensors.items() if not v.any()] == [], repo_id
+
+
 def test_same_options_reuse_other_options_and_foreign_caches_are_refused(standin, tmp_path, capsys):
     out = Path(standin["out"])
     again = write_hub_standin(out, **{**OPTIONS, "tasks": list(reversed(standin["params"]["tasks"]))})

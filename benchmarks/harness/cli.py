@@ -1,4 +1,4 @@
-"""The command-line options the measuring scripts share (pool, threads, guards, output, re-render)."""
+"""The command-line options the measuring scripts share (work dir, threads, guards, output, re-render)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_common(parser: argparse.ArgumentParser, out_default: Path) -> None:
-    parser.add_argument("--work-dir", default="/tmp/fw_cost_pool", help="the cost pool (built once, ~7.6 GB; see _cost_pool.py)")
+    parser.add_argument("--work-dir", default="/tmp/fw_cost", help="the hub stand-ins (hf-standin-<variant>/, written once: fp32 ~7.6 GB, bf16 ~3.8 GB; "
+                        "see _standin_pool.py) and the smoke runs' results")
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (1: steadier timings on a shared machine)")
     parser.add_argument("--out", default=str(out_default), help="results path without suffix: writes .json, .md and .png")
     parser.add_argument("--report-only", action="store_true", help="re-render .md and .png from the existing .json, measure nothing")

@@ -37,6 +37,7 @@ __all__ = ["StandinExists", "pool_repos", "write_hub_standin", "main"]
 
 POOL_CONFIG = CONFIG_ROOT / "modelpool" / "CLIPVisionModelPool" / "clip-vit-base-patch32_TALL20.yaml"
 MARKER, STAGING = "hub_standin.json", ".hub_standin-staging"
+WRITER_VERSION = 2  # 2: no all-zero tensors (biases, LayerNorm shifts); a stand-in of another version is refused, not reused
 COMMAND = "fusion_bench method=fw_soft modelpool=clip-vit-base-patch32_TA20 taskpool=clip-vit-base-patch32_fw4"
 
 
@@ -81,7 +82,7 @@ def write_hub_standin(out: Path, *, shards: int = 1, dtype: str = "fp32", tasks:
                          f"dtype={dtype!r} ({', '.join(DTYPES)}), shape={shape!r} ({', '.join(SHAPES)}), rows_per_split={rows_per_split} (>= 1)")
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    params = dict(shards=int(shards), dtype=dtype, tasks=sorted(tasks), rows_per_split=int(rows_per_split), shape=shape, seed=int(seed))
+    params = dict(shards=int(shards), dtype=dtype, tasks=sorted(tasks), rows_per_split=int(rows_per_split), shape=shape, seed=int(seed), version=WRITER_VERSION)
     marker = out / MARKER
     if marker.exists():
         record = json.loads(marker.read_text())

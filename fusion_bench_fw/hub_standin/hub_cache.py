@@ -5,9 +5,12 @@
 git blob sha1, as the hub names them) and are symlinked from ``snapshots/<revision>/``, and
 ``refs/main`` names the revision.
 
-The weights are random but have the real ViT-B/32 shapes (or tiny ones for tests). The fine-tunes
-are the pretrained vision tower plus a seeded perturbation of ~5% of each tensor's norm, so they sit
-where real fine-tunes sit for the distance screen (``max_relative_distance``). The real CLIP BPE
+The weights are random but have the real ViT-B/32 shapes (or tiny ones for tests). transformers'
+random init leaves every linear bias and LayerNorm shift at exactly zero, which real CLIP weights
+never are; those tensors get seeded values (``fill_zero_tensors``), else they would stay zero in every
+fine-tune and any cosine score (FusionBench's FW-Merging LMO) would divide by a zero norm. The
+fine-tunes are the pretrained vision tower plus a seeded perturbation of ~5% of each tensor's norm,
+so they sit where real fine-tunes sit for the distance screen (``max_relative_distance``). The real CLIP BPE
 vocabulary cannot be downloaded, so the tokenizer is byte-level (``mini/tiny_clip.py``) plus one BPE
 merge chain per word suffix of every pool task's prompts: each prompt word becomes one token, which
 keeps the longest prompt (GTSRB's, 98 letters) within CLIP's 77 positions.
@@ -37,6 +40,7 @@ SHAPES = {  # the towers' widths and depths; "vit-b-32" are transformers' CLIPCo
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FINETUNE_RELATIVE_NORM = 0.05
+ZERO_FILL_STD = 0.02  # std of the values given to tensors the random init leaves at zero (CLIP's init std for weights)
 _LFS_SUFFIXES = (".safetensors", ".parquet", ".bin", ".arrow")
 
 
@@ -145,6 +149,18 @@ def save_model(model: torch.nn.Module, directory: Path, dtype: str, shards: int)
         raise RuntimeError(f"save_pretrained wrote {written} safetensors files in {directory}, not {shards}")
 
 
+def fill_zero_tensors(model: torch.nn.Module, seed: int) -> List[str]:
+    """Seeded N(0, ZERO_FILL_STD) values for every all-zero parameter (biases, LayerNorm shifts); their names."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    filled = []
+    with torch.no_grad():
+        for name, parameter in sorted(model.named_parameters()):
+            if not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * ZERO_FILL_STD)
+                filled.append(name)
+    return filled
+
+
 def finetune_state(base: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch.Tensor]:
     """``base`` with seeded noise of FINETUNE_RELATIVE_NORM x each tensor's norm (in expectation)."""
     generator = torch.Generator().manual_seed(seed)
@@ -163,6 +179,7 @@ def write_model_repos(hub_dir: Path, scratch: Path, *, pretrained_repo: str, fin
     config = clip_config(shape, processor)
     torch.manual_seed(seed)
     clip = CLIPModel(config).eval()
+    fill_zero_tensors(clip, seed)
     vision = CLIPVisionModel(config.vision_config).eval()
     base = {k: v.detach().clone() for k, v in clip.vision_model.state_dict().items()}
     if check_space is not None:
