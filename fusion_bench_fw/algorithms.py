@@ -29,7 +29,8 @@ from .objective import SampleObjective
 from .options import TASKPOOL_TASKS, RunOptions
 from .resume import RunCheckpoint, fingerprint
 from .screening import measure_distances, screen
-from .trajectory import TrajectoryWriter, format_merge, scalar_metrics
+from .task_selection import resolve_objective_tasks
+from .trajectory import TrajectoryWriter, format_merge, run_log_dir, scalar_metrics
 
 log = logging.getLogger(__name__)
 
@@ -171,34 +172,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         """Hook for option checks that need the number of LMO candidates."""
 
     def resolve_objective_tasks(self, family: ModelFamily) -> List[str]:
-        """The objective's tasks: an explicit list, the taskpool's tasks (the paper's setting: 100
-        train samples of each evaluated task), or every pool task with data for the loss."""
-        loss = self.run_options.loss
-        split = family.loss_splits[loss]
-        available = family.tasks_with_data(loss)
-        requested = self.run_options.objective_tasks
-        from_taskpool = requested == TASKPOOL_TASKS
-        if from_taskpool:
-            taskpool = getattr(getattr(self, "_program", None), "taskpool", None)  # `_program`: FusionBench sets it on the method
-            requested = family.taskpool_tasks(taskpool) if taskpool is not None else None
-            if requested is None:
-                log.info("objective_tasks=%s but no taskpool is configured: using every pool task with a %s split", TASKPOOL_TASKS, split)
-        if not requested:
-            if not available:
-                raise ValueError(
-                    f"loss={loss!r} needs {split} datasets but the model pool defines none; "
-                    f"add `{split}_datasets` to the modelpool config or set method.objective_tasks"
-                )
-            return available
-        missing = [t for t in requested if t not in available]
-        if missing:
-            named = f"objective_tasks={TASKPOOL_TASKS!r}: the taskpool's task(s)" if from_taskpool else "objective task(s)"
-            raise ValueError(
-                f"{named} {missing} have no {split} dataset in the model pool (loss={loss!r} reads the "
-                f"{split} split); available: {available}. Set method.objective_tasks to a list of available "
-                f"tasks, or null for all."
-            )
-        return list(requested)
+        return resolve_objective_tasks(family, self.run_options.loss, self.run_options.objective_tasks, self)
 
     def build_objective(self, family: ModelFamily, model, block_names, tasks) -> SampleObjective:
         options = self.run_options
@@ -280,14 +254,8 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             return None
         if self.run_options.trajectory_path:
             return Path(str(self.run_options.trajectory_path)).expanduser()
-        log_dir = self.log_dir
-        if log_dir is None:
-            program = getattr(self, "_program", None)
-            try:
-                log_dir = program.config.path.log_dir if program is not None else None
-            except Exception:  # a program without the usual `path` config
-                log_dir = None
-        return Path(log_dir) / "fw_trajectory.json" if log_dir is not None else None
+        log_dir = run_log_dir(self)
+        return log_dir / "fw_trajectory.json" if log_dir is not None else None
 
     def config_for_record(self, tasks, vertex_names, family: Optional[ModelFamily] = None) -> Dict[str, Any]:
         config = OmegaConf.to_container(self.config, resolve=True) if isinstance(self.config, DictConfig) else dict(self.config)

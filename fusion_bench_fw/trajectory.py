@@ -25,6 +25,18 @@ def unused_path(path: Path) -> Path:
     raise FileExistsError(f"too many existing versions of {path}")
 
 
+def run_log_dir(algorithm) -> Optional[Path]:
+    """The run's log directory: the algorithm's Fabric log dir, else the program's ``path.log_dir``."""
+    log_dir = algorithm.log_dir
+    if log_dir is None:
+        program = getattr(algorithm, "_program", None)
+        try:
+            log_dir = program.config.path.log_dir if program is not None else None
+        except Exception:  # a program without the usual `path` config
+            log_dir = None
+    return Path(log_dir) if log_dir is not None else None
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
@@ -55,9 +67,10 @@ def format_merge(weights: Dict[str, float], threshold: float = 5e-4) -> str:
 class TrajectoryWriter:
     """Keeps the trajectory file up to date after every iteration (so a crash leaves a record)."""
 
-    def __init__(self, path: Optional[Path], config: Dict[str, Any]):
+    def __init__(self, path: Optional[Path], config: Dict[str, Any], plot: bool = True):
         self.path = unused_path(path) if path is not None else None
         self.config = config
+        self.plot = plot  # the final write draws the FW picture (not for other methods' records)
 
     def write(self, trajectory, summary: Optional[Dict[str, Any]] = None) -> None:
         if self.path is None:
@@ -66,7 +79,7 @@ class TrajectoryWriter:
         if summary is not None:
             payload["summary"] = summary
         write_json_atomic(self.path, payload)
-        if summary is not None:
+        if summary is not None and self.plot:
             from .trajectory_plot import plot_trajectory
 
             plot_trajectory(self.path, trajectory, summary)

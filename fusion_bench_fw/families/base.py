@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -81,6 +81,12 @@ class ModelFamily(ABC):
     def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
         """``f(params, task, batch)``: the summed loss of a batch, with ``params`` replacing the
         merged parameters of ``model`` (``torch.func.functional_call``, no copy into the module)."""
+
+    def batch_correct(self, model: nn.Module) -> Callable[[Mapping[str, torch.Tensor], str, Any], int]:
+        """``f(params, task, batch)``: how many of a labelled batch's samples the model with ``params``
+        classifies right (DF-Merge's validation score). Families without a notion of accuracy
+        leave it out, and the methods that need it say so."""
+        raise NotImplementedError(f"the {self.name} model family defines no validation accuracy (ModelFamily.batch_correct)")
 
     def read_merged_checkpoint(self, path: Path, model: nn.Module, block_names: Sequence[str]) -> ParamDict:
         """Parameters of a merged checkpoint on disk (``init=<dir>``), by the base model's own class."""

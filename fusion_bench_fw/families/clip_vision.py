@@ -85,21 +85,37 @@ class CLIPVisionFamily(ModelFamily):
         indices = sample_indices(len(raw), count, seed)
         return shard_batches(task, indices, batch_size, make_batch, rank=self.fabric.global_rank, world_size=self.fabric.world_size)
 
-    def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
+    def _task_logits(self, model: nn.Module):
+        """``logits(params, task, images)``: task t's zero-shot logits with ``params`` in the tower."""
         compute_logits = self.heads.compute_logits
-
         dtype = next(model.parameters()).dtype
 
-        def summed_loss(params, task, batch):
-            images, labels = batch
-
+        def logits(params, task, images):
             def tower(pixel_values):
                 # the tower runs in its compute dtype (method.compute_dtype); FusionBench's projection and text heads stay fp32
                 return None, functional_call(model, dict(params), (pixel_values.to(dtype),))[1].float()
 
-            logits = compute_logits(tower, images, task)
+            return compute_logits(tower, images, task)
+
+        return logits
+
+    def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
+        task_logits = self._task_logits(model)
+
+        def summed_loss(params, task, batch):
+            images, labels = batch
+            logits = task_logits(params, task, images)
             if loss == "cross_entropy":
                 return F.cross_entropy(logits, labels, reduction="sum")
             return -(logits.softmax(dim=-1) * logits.log_softmax(dim=-1)).sum()
 
         return summed_loss
+
+    def batch_correct(self, model: nn.Module):
+        task_logits = self._task_logits(model)
+
+        def correct(params, task, batch):
+            images, labels = batch
+            return int((task_logits(params, task, images).argmax(dim=-1) == labels).sum())
+
+        return correct
