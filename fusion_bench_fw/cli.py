@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import List, Optional
 
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro")}
-DEFAULT_METHODS = "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,adamerging_task,adamerging_layer,adamerging_task_objective,adamerging_layer_objective,pretrained"
+DEFAULT_METHODS = (
+    "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
+    "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,pretrained"
+)
 
 
 def cmd_build(args) -> int:
@@ -50,7 +53,8 @@ def cmd_compare(args) -> int:
     card = json.loads(Path(manifest.card).read_text())
     eval_tasks = list(manifest.eval_tasks)
     modelpool, taskpool = POOLS[args.pool]
-    specs = method_specs(eval_tasks, fw_iters=args.fw_iters, samples_per_task=args.samples_per_task, adamerging_steps=args.adamerging_steps, inner_steps=args.inner_steps)
+    specs = method_specs(eval_tasks, fw_iters=args.fw_iters, samples_per_task=args.samples_per_task, adamerging_steps=args.adamerging_steps, inner_steps=args.inner_steps,
+                         df_merge_steps=(args.df_merge_init_points, args.df_merge_iters))
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in specs]
     if unknown:
@@ -129,6 +133,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare.add_argument("--samples-per-task", type=int, default=100)
     compare.add_argument("--inner-steps", type=int, default=20)
     compare.add_argument("--adamerging-steps", type=int, default=300)
+    compare.add_argument("--df-merge-init-points", type=int, default=10, help="DF-Merge random points (paper: 10)")
+    compare.add_argument("--df-merge-iters", type=int, default=50, help="DF-Merge GP-guided steps (paper: 50)")
     compare.add_argument("--merge", action="store_true", help="keep the methods of an earlier compare.json in --out that are not re-run")
     compare.add_argument("--override", action="append", default=[], help="extra fusion_bench override for every run (repeatable)")
     compare.add_argument("--require", help="e.g. fw_soft>task_arithmetic: exit 1 unless the first method's average beats the second's")

@@ -30,7 +30,7 @@ class MethodSpec:
     launcher: Optional[List[str]] = None  # instead of the fusion_bench command (same Hydra program)
 
 
-def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: int, adamerging_steps: int, inner_steps: int) -> Dict[str, MethodSpec]:
+def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: int, adamerging_steps: int, inner_steps: int, df_merge_steps: Sequence[int] = (10, 50)) -> Dict[str, MethodSpec]:
     """The methods and the settings they run with (paper settings where they apply)."""
     tasks = "[" + ",".join(eval_tasks) + "]"
     on_cpu = not _has_cuda()
@@ -47,6 +47,19 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         # the paper's fair setting (§4.1): entropy on the objective tasks only, every model merged
         "adamerging_task_objective": MethodSpec("AdaMerging task-wise (entropy: objective tasks)", adamerging_objective + ["method.name=clip_task_wise_adamerging"]),
         "adamerging_layer_objective": MethodSpec("AdaMerging layer-wise (entropy: objective tasks)", adamerging_objective + ["method.name=clip_layer_wise_adamerging"]),
+        # FusionBench's data-informed merges: statistics of each model on its own task's train split,
+        # so they see 256 images of every pool task (5x the tasks FW-Merging's objective sees on TA20)
+        "fisher_merging": MethodSpec("Fisher merging (256 train images of every pool task)", ["method=fisher_merging/clip_fisher_merging", "method.num_fisher_examples=256"]),
+        "regmean": MethodSpec("RegMean (256 train images of every pool task)", ["method=regmean/clip_regmean", "method.num_regmean_examples=256"]),
+        "regmean_plusplus": MethodSpec("RegMean++ (256 train images of every pool task)", ["method=regmean_plusplus_clip", "method.num_regmean_examples=256"]),
+        "dare_task_arithmetic": MethodSpec("DARE + task arithmetic (drop 0.5, 0.3)", ["method=dare/task_arithmetic", "method.sparsity_ratio=0.5", "method.scaling_factor=0.3"]),
+        "dare_ties": MethodSpec("DARE + TIES (drop 0.5, 0.3)", ["method=dare/ties_merging", "method.sparsity_ratio=0.5", "method.scaling_factor=0.3"]),
+        # DF-Merge (ours): the same train samples per eval task as FW-Merging, Fisher on 30 of them
+        "df_merge": MethodSpec(
+            f"DF-Merge (ours; BO {df_merge_steps[0]}+{df_merge_steps[1]}, {samples_per_task} train samples per eval task)",
+            ["method=df_merge", f"method.init_points={df_merge_steps[0]}", f"method.n_iter={df_merge_steps[1]}", f"method.samples_per_task={samples_per_task}",
+             f"method.fisher_samples_per_task={min(30, samples_per_task)}", f"method.objective_tasks={tasks}"],
+        ),
         "fw_hard": MethodSpec(
             "FW-hard (ours)",
             ["method=fw_hard", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}"],

@@ -87,3 +87,20 @@ def test_the_cards_adamerging_starts_from_task_arithmetic_over_every_model(mini_
     assert json.loads((build / "card.json").read_text()) == card
     assert "1 steps" in (build / "card.md").read_text() and "not measured" not in (build / "card.md").read_text()
     assert "adamerging" not in json.loads((mini_micro_dir / "card.json").read_text())  # the cached build is untouched
+
+
+def test_regmean_plusplus_config_builds_where_fusion_bench_0_2_33_fails():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from fusion_bench.method.regmean_plusplus.clip_regmean_plusplus import RegMeanAlgorithmForCLIPPlusPlus
+    from fusion_bench.utils import instantiate
+
+    ours = OmegaConf.load(Path(__file__).resolve().parents[1] / "config/method/regmean_plusplus_clip.yaml")
+    stock = OmegaConf.merge(ours, {"_target_": "fusion_bench.method.regmean_plusplus.clip_regmean_plusplus.RegMeanAlgorithmForCLIPPlusPlus"})
+    with pytest.raises(AttributeError, match="inverse"):  # the upstream bug the workaround exists for
+        instantiate(stock)
+    algorithm = instantiate(OmegaConf.merge(ours, {"num_regmean_examples": 64}))
+    assert isinstance(algorithm, RegMeanAlgorithmForCLIPPlusPlus)
+    assert algorithm.num_regmean_examples == 64 and algorithm.dataloader_kwargs["batch_size"] == 32
