@@ -13,6 +13,8 @@ RSS belongs to that run only. One iteration each, the same objective samples for
   which reader served each checkpoint (``summary.readers``: all n+1 on the streaming one is the target)
 * ``intree_fw_soft``, ``intree_fw_hard``: FusionBench's FW-Merging (``method/fw_merging/*.yaml``),
   ``init_weight=base``; on CPU its ``.cuda()`` calls are made no-ops; phases timed by ``_intree_timing.py``
+* ``df_merge``: ours (``config/method/df_merge.yaml``), one BO step (``init_points=1 n_iter=0``): a streamed
+  Fisher merge of every model on S samples per objective task, then its validation accuracy
 * ``adamerging``: FusionBench's layer-wise AdaMerging, ``max_steps=1``, over max(S, n) test images
   split over the n tasks (S = samples of one FW gradient); run last, ascending n, and skipped after a
   run that peaked above ``--ada-skip-gb``
@@ -103,6 +105,11 @@ def build_algorithm(spec: Dict[str, Any], objective: List[str], run_dir: Path):
             overrides.update(inner_steps=spec["inner_steps"])
         ours = Path(fusion_bench_fw.__file__).resolve().parents[1] / "config" / "method"  # the frozen copy's configs
         return instantiate(load_config(ours / f"{method}.yaml", overrides))
+    if method == "df_merge":  # one BO step: one streamed Fisher merge of every model, then its validation score
+        overrides = {"init_points": 1, "n_iter": 0, "objective_tasks": objective, "samples_per_task": k, "fisher_samples_per_task": k, "batch_size": k,
+                     "trajectory_path": str(run_dir / "df_merge_trajectory.json")}
+        ours = Path(fusion_bench_fw.__file__).resolve().parents[1] / "config" / "method"
+        return instantiate(load_config(ours / "df_merge.yaml", overrides))
     if method in INTREE:
         overrides = {"max_iters": 1, "dataset_size": k, "tasks": objective}
         if method == "intree_fw_soft":
@@ -160,7 +167,7 @@ def measure(spec: Dict[str, Any], sampler: child.RssSampler) -> Dict[str, Any]:
         make_cuda_calls_noops()  # FusionBench's FW-Merging calls .cuda() unconditionally
     algorithm = build_algorithm(spec, objective, run_dir)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    timers = None if method in OURS else instrument(method, algorithm, modelpool, sync)
+    timers = None if method in OURS + ("df_merge",) else instrument(method, algorithm, modelpool, sync)
     fabric = L.Fabric(accelerator=spec["accelerator"], devices=1, loggers=[TensorBoardLogger(str(run_dir), name="logs")])
     fabric.launch()
     algorithm.fabric = fabric
@@ -174,6 +181,11 @@ def measure(spec: Dict[str, Any], sampler: child.RssSampler) -> Dict[str, Any]:
         result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     if method in OURS:
         result.update(solver_records(run_dir, algorithm))
+        begin = t_end - result["iteration_s"]
+    elif method == "df_merge":
+        record = json.loads((run_dir / "df_merge_trajectory.json").read_text())
+        result.update(iteration_s=sum(step["time_s"] for step in record["iterations"]), readers=record["summary"]["readers"],
+                      stages_s={name: float(sum(values)) for name, values in algorithm.profiler.recorded_durations.items()})
         begin = t_end - result["iteration_s"]
     else:
         first = iteration_start(method, timers)
@@ -197,6 +209,8 @@ def plan(settings: Dict[str, Any]) -> List[Dict[str, Any]]:
             for method in (m for m in ("fw_hard", "fw_soft", "intree_fw_soft") if m in methods):
                 if repeat == 0 or (n in settings["repeat_sizes"] and method in settings["repeat_methods"]):
                     cells.append({"method": method, "n": n, "repeat": repeat})
+    if "df_merge" in methods:
+        cells += [{"method": "df_merge", "n": n, "repeat": 0} for n in sizes]
     if "intree_fw_hard" in methods:  # tried once at the smallest n, shipped config and init_weight=base
         cells += [{"method": "intree_fw_hard", "n": sizes[0], "repeat": 0, "variant": v} for v in ("shipped_config", "init_base")]
     if "adamerging" in methods:
@@ -226,6 +240,7 @@ def appendable(earlier: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     differs += ["pool variant"] if earlier["settings"].get("pool", {}).get("variant") != new["settings"]["pool"]["variant"] else []
     if differs:
         sys.exit(f"--append: {', '.join(differs)} differ from the file's; write a new file with --out")
+    earlier["settings"]["targets"] = {**new["settings"]["targets"], **earlier["settings"].get("targets", {})}  # targets added since: judged too
     earlier["settings"]["sizes"] = sorted(set(earlier["settings"]["sizes"]) | set(new["settings"]["sizes"]))
     return earlier
 
