@@ -18,7 +18,7 @@ from typing import List, Optional
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro")}
 DEFAULT_METHODS = (
     "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
-    "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,pretrained"
+    "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
 )
 
 

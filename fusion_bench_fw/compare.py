@@ -60,6 +60,11 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
             ["method=df_merge", f"method.init_points={df_merge_steps[0]}", f"method.n_iter={df_merge_steps[1]}", f"method.samples_per_task={samples_per_task}",
              f"method.fisher_samples_per_task={min(30, samples_per_task)}", f"method.objective_tasks={tasks}"],
         ),
+        # references, not merges: one tower fine-tuned jointly on the eval tasks (the paper's "traditional MTL")
+        "mtl_samples": MethodSpec(f"Multi-task fine-tuning ({samples_per_task} train samples per eval task; not a merge)",
+                                  ["method=multitask_finetune", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}"]),
+        "mtl_full": MethodSpec("Multi-task fine-tuning (whole train splits of the eval tasks; not a merge)",
+                               ["method=multitask_finetune", "method.samples_per_task=null", f"method.objective_tasks={tasks}"]),
         "fw_hard": MethodSpec(
             "FW-hard (ours)",
             ["method=fw_hard", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}"],

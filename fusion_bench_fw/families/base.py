@@ -74,8 +74,8 @@ class ModelFamily(ABC):
         """Set up what the loss of these tasks needs besides the merged parameters (e.g. heads)."""
 
     @abstractmethod
-    def task_batches(self, task: str, loss: str, count: int, seed: int, batch_size: int) -> TaskBatches:
-        """``count`` samples of ``task`` (drawn with ``seed``), this process's share, in batches."""
+    def task_batches(self, task: str, loss: str, count: Optional[int], seed: int, batch_size: int) -> TaskBatches:
+        """``count`` samples of ``task`` (drawn with ``seed``; None = the whole split), this process's share, in batches."""
 
     @abstractmethod
     def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:

@@ -9,7 +9,7 @@ taskpool evaluates. ``cross_entropy`` reads labelled train samples (the paper's 
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,10 +69,12 @@ class CLIPVisionFamily(ModelFamily):
             cache_utils.set_default_cache_dir(self.cache_dir)
         self.heads.setup_zero_shot_classification_head(task_names=list(tasks))
 
-    def task_batches(self, task: str, loss: str, count: int, seed: int, batch_size: int) -> TaskBatches:
+    def task_batches(self, task: str, loss: str, count: Optional[int], seed: int, batch_size: int) -> TaskBatches:
         labelled = self.loss_splits[loss] == "train"
         raw = self.modelpool.load_train_dataset(task) if labelled else self.modelpool.load_test_dataset(task)
-        if count > len(raw):
+        if count is None:  # the whole split
+            count = len(raw)
+        elif count > len(raw):
             log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, len(raw), count)
         dataset = CLIPDataset(raw, self.heads.clip_processor)
 
