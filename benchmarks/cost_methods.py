@@ -95,6 +95,7 @@ def build_algorithm(spec: Dict[str, Any], objective: List[str], run_dir: Path):
 
     method, k = spec["method"], spec["samples_per_task"]
     theirs = Path(list(fusion_bench_config.__path__)[0]) / "method"
+    ours = Path(fusion_bench_fw.__file__).resolve().parents[1] / "config" / "method"  # the frozen copy's configs
     if method in OURS:
         overrides: Dict[str, Any] = {"max_iters": 1, "objective_tasks": objective, "samples_per_task": k, "batch_size": k, "trajectory_path": str(run_dir / "fw_trajectory.json")}
         if spec.get("compute_dtype"):
@@ -103,12 +104,10 @@ def build_algorithm(spec: Dict[str, Any], objective: List[str], run_dir: Path):
             overrides.update(granularity="task", line_search_evals=spec["line_search_evals"])
         else:
             overrides.update(inner_steps=spec["inner_steps"])
-        ours = Path(fusion_bench_fw.__file__).resolve().parents[1] / "config" / "method"  # the frozen copy's configs
         return instantiate(load_config(ours / f"{method}.yaml", overrides))
     if method == "df_merge":  # one BO step: one streamed Fisher merge of every model, then its validation score
         overrides = {"init_points": 1, "n_iter": 0, "objective_tasks": objective, "samples_per_task": k, "fisher_samples_per_task": k, "batch_size": k,
                      "trajectory_path": str(run_dir / "df_merge_trajectory.json")}
-        ours = Path(fusion_bench_fw.__file__).resolve().parents[1] / "config" / "method"
         return instantiate(load_config(ours / "df_merge.yaml", overrides))
     if method in INTREE:
         overrides = {"max_iters": 1, "dataset_size": k, "tasks": objective}

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from fusion_bench import BaseAlgorithm, auto_register_config
@@ -30,7 +29,7 @@ from .options import TASKPOOL_TASKS, RunOptions
 from .resume import RunCheckpoint, fingerprint
 from .screening import measure_distances, screen
 from .task_selection import resolve_objective_tasks
-from .trajectory import TrajectoryWriter, format_merge, run_log_dir, scalar_metrics
+from .trajectory import TrajectoryWriter, config_for_record, format_merge, run_cache_dir, run_log_dir, scalar_metrics
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         if not modelpool.has_pretrained:
             raise ValueError("FW-Merging needs the pretrained model: add a `_pretrained_` entry to modelpool.models")
         self.check_candidates(len(candidates) + int(options.pretrained_as_vertex))
-        family = self.family = family_class(modelpool, self.fabric, cache_dir=Path(self.log_dir) / "cache" if self.log_dir is not None else None)
+        family = self.family = family_class(modelpool, self.fabric, cache_dir=run_cache_dir(self))
         # every checkpoint's files, found once (local dir, Hugging Face cache, shards): a model missing
         # offline fails here, before the pretrained model or any data is loaded
         self.checkpoint_files = resolve_pool(modelpool, [PRETRAINED] + candidates, options.stream_safetensors)
@@ -258,8 +257,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         return log_dir / "fw_trajectory.json" if log_dir is not None else None
 
     def config_for_record(self, tasks, vertex_names, family: Optional[ModelFamily] = None) -> Dict[str, Any]:
-        config = OmegaConf.to_container(self.config, resolve=True) if isinstance(self.config, DictConfig) else dict(self.config)
-        config.update(algorithm=type(self).__name__, objective_tasks_resolved=list(tasks), vertices=list(vertex_names))
+        config = config_for_record(self, objective_tasks_resolved=list(tasks), vertices=list(vertex_names))
         if family is not None:
             config["model_family_resolved"] = family.name
         return config

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from .frank_wolfe.options import check
 
 TASKPOOL_TASKS = "taskpool"  # objective_tasks value: the tasks the program's taskpool evaluates
 INITS = ("pretrained", "task_arithmetic")  # or the path of a merged checkpoint directory
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")  # or None: the pretrained model's own dtype
+
+
+def check_objective_tasks(tasks: Union[str, Sequence[str], None]) -> Union[str, Tuple[str, ...], None]:
+    """``"taskpool"``, None, or the task names as a tuple; any other string is refused (a task list
+    written without brackets would otherwise be read letter by letter)."""
+    if isinstance(tasks, str):
+        check(tasks == TASKPOOL_TASKS, f"invalid objective_tasks={tasks!r}: use '{TASKPOOL_TASKS}' (the tasks the taskpool evaluates), null (every pool task with data) or a list of task names")
+        return tasks
+    return None if tasks is None else tuple(str(t) for t in tasks)
 
 
 @dataclass(frozen=True)
@@ -37,11 +46,7 @@ class RunOptions:
     compute_dtype: Optional[str] = None  # dtype of theta, gradients and streamed checkpoints; None: the pretrained model's
 
     def __post_init__(self):
-        tasks = self.objective_tasks
-        if isinstance(tasks, str):
-            check(tasks == TASKPOOL_TASKS, f"invalid objective_tasks={tasks!r}: use '{TASKPOOL_TASKS}' (the tasks the taskpool evaluates), null (every pool task with data) or a list of task names")
-        elif tasks is not None:
-            object.__setattr__(self, "objective_tasks", tuple(str(t) for t in tasks))
+        object.__setattr__(self, "objective_tasks", check_objective_tasks(self.objective_tasks))
         check(int(self.samples_per_task) >= 1, f"samples_per_task must be >= 1, got {self.samples_per_task}")
         check(int(self.batch_size) >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 from .options import TASKPOOL_TASKS
 

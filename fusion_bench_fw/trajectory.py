@@ -37,6 +37,20 @@ def run_log_dir(algorithm) -> Optional[Path]:
     return Path(log_dir) if log_dir is not None else None
 
 
+def run_cache_dir(algorithm) -> Optional[Path]:
+    """Where a model family may cache this run's derived artefacts (zero-shot heads): ``{log_dir}/cache``."""
+    return Path(algorithm.log_dir) / "cache" if algorithm.log_dir is not None else None
+
+
+def config_for_record(algorithm, **resolved: Any) -> Dict[str, Any]:
+    """The method's config as a plain dict, with its class name and what the run resolved."""
+    from omegaconf import DictConfig, OmegaConf
+
+    config = OmegaConf.to_container(algorithm.config, resolve=True) if isinstance(algorithm.config, DictConfig) else dict(algorithm.config)
+    config.update(algorithm=type(algorithm).__name__, **resolved)
+    return config
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))

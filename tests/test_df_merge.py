@@ -95,6 +95,8 @@ def test_invalid_options_fail_at_construction_naming_the_option():
         DFMerge(acquisition="pi")
     with pytest.raises(ValueError, match="coefficient_min"):
         DFMerge(coefficient_min=1.0, coefficient_max=0.5)
+    with pytest.raises(ValueError, match="objective_tasks='scenes'"):  # a list without brackets
+        DFMerge(objective_tasks="scenes")
 
 
 @pytest.mark.slow

@@ -44,3 +44,5 @@ def test_invalid_options_name_the_option():
         MultiTaskFineTune(samples_per_task=0)
     with pytest.raises(ValueError, match="lr"):
         MultiTaskFineTune(lr=0)
+    with pytest.raises(ValueError, match="objective_tasks='scenes'"):  # a list without brackets
+        MultiTaskFineTune(objective_tasks="scenes")

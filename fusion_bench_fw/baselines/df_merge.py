@@ -26,18 +26,18 @@ import torch
 from fusion_bench import BaseAlgorithm, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
+from ..algorithms import PRETRAINED
 from ..checkpoint_files import resolve_pool
 from ..checkpoints import PoolCheckpoints
 from ..families import family_for
 from ..frank_wolfe.options import check
-from ..options import COMPUTE_DTYPES, TASKPOOL_TASKS
+from ..options import COMPUTE_DTYPES, TASKPOOL_TASKS, check_objective_tasks
 from ..task_selection import resolve_objective_tasks
-from ..trajectory import TrajectoryWriter, format_merge, run_log_dir
+from ..trajectory import TrajectoryWriter, config_for_record, format_merge, run_cache_dir, run_log_dir
 from .fisher_weighted import diagonal_fisher, fisher_merge_streamed
 
 log = logging.getLogger(__name__)
 
-PRETRAINED = "_pretrained_"
 ACQUISITIONS = ("ucb", "ei")
 
 
@@ -104,11 +104,7 @@ class DFMerge(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm):
             fisher_batch_size=fisher_batch_size, fisher_floor=fisher_floor, batch_size=batch_size, seed=seed,
         )
         check(compute_dtype is None or compute_dtype in COMPUTE_DTYPES, f"invalid compute_dtype={compute_dtype!r}: use null or one of {', '.join(COMPUTE_DTYPES)}")
-        check(
-            objective_tasks in (None, TASKPOOL_TASKS) or not isinstance(objective_tasks, str),
-            f"invalid objective_tasks={objective_tasks!r}: use '{TASKPOOL_TASKS}', null or a list of task names",
-        )
-        self.objective_tasks = objective_tasks if objective_tasks in (None, TASKPOOL_TASKS) else [str(t) for t in objective_tasks]
+        self.objective_tasks = check_objective_tasks(objective_tasks)
 
     def run(self, modelpool):
         options = self.options
@@ -118,7 +114,7 @@ class DFMerge(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm):
         candidates = list(modelpool.model_names)
         if not candidates or not modelpool.has_pretrained:
             raise ValueError("DF-Merge needs the pretrained model (a `_pretrained_` entry) and at least one fine-tuned model in modelpool.models")
-        family = family_class(modelpool, self.fabric, cache_dir=Path(self.log_dir) / "cache" if self.log_dir is not None else None)
+        family = family_class(modelpool, self.fabric, cache_dir=run_cache_dir(self))
         files = resolve_pool(modelpool, [PRETRAINED] + candidates, self.stream_safetensors)  # missing offline: fails here
         family.check_entries_available()
         tasks = resolve_objective_tasks(family, "cross_entropy", self.objective_tasks, self)
@@ -149,7 +145,7 @@ class DFMerge(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm):
             with torch.no_grad():
                 return {d.task: sum(batch_correct(theta, d.task, batch) for batch in d.batches) / d.num_samples for d in validation}
 
-        writer = TrajectoryWriter(self.trajectory_file(), self.config_for_record(tasks, candidates), plot=False)
+        writer = TrajectoryWriter(self.trajectory_file(), config_for_record(self, objective_tasks_resolved=list(tasks), models=list(candidates)), plot=False)
         with self.profile("bayesian optimisation"):
             steps, best_theta = self.search(candidates, merge, score, writer)
         best = max(steps, key=lambda s: s["validation_accuracy"])
@@ -205,10 +201,3 @@ class DFMerge(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm):
             return Path(str(self.trajectory_path)).expanduser()
         log_dir = run_log_dir(self)
         return log_dir / "df_merge_trajectory.json" if log_dir is not None else None
-
-    def config_for_record(self, tasks, candidates) -> Dict[str, Any]:
-        from omegaconf import DictConfig, OmegaConf
-
-        config = OmegaConf.to_container(self.config, resolve=True) if isinstance(self.config, DictConfig) else dict(self.config)
-        config.update(algorithm=type(self).__name__, objective_tasks_resolved=list(tasks), models=list(candidates))
-        return config

@@ -25,7 +25,7 @@ def diagonal_fisher(params: Mapping[str, torch.Tensor], batch_loss: BatchLoss, t
     counts alike). ``tasks``: ``(task, batches, num_samples)``. With batches of one sample this is
     the exact empirical Fisher; larger batches square the gradient of a batch's summed loss (cheaper,
     coarser: cross terms between samples stay in)."""
-    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in params.items()}
+    leaves = {name: value.detach().requires_grad_(True) for name, value in params.items()}  # shares storage: nothing is written to it
     fisher = {name: torch.zeros_like(value) for name, value in leaves.items()}
     for task, batches, num_samples in tasks:
         for batch in batches:

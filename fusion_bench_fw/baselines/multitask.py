@@ -11,7 +11,6 @@ every task gets the same number of steps whatever its split size.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import List, Optional, Union
 
 import torch
@@ -21,8 +20,9 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from ..families import family_for
 from ..frank_wolfe.options import check
-from ..options import TASKPOOL_TASKS
+from ..options import TASKPOOL_TASKS, check_objective_tasks
 from ..task_selection import resolve_objective_tasks
+from ..trajectory import run_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class MultiTaskFineTune(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.objective_tasks = check_objective_tasks(objective_tasks)
         check(samples_per_task is None or int(samples_per_task) >= 1, f"samples_per_task must be >= 1 or null (the whole train split), got {samples_per_task}")
         check(int(steps) >= 1 and int(batch_size) >= 1, f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
         check(float(lr) > 0, f"lr must be > 0, got {lr}")
@@ -51,7 +52,7 @@ class MultiTaskFineTune(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm
     def run(self, modelpool):
         if self.fabric.world_size > 1:
             raise ValueError("method=multitask_finetune runs in one process: set fabric.devices=1")
-        family = family_for(modelpool, self.model_family)(modelpool, self.fabric, cache_dir=Path(self.log_dir) / "cache" if self.log_dir is not None else None)
+        family = family_for(modelpool, self.model_family)(modelpool, self.fabric, cache_dir=run_cache_dir(self))
         tasks = resolve_objective_tasks(family, "cross_entropy", self.objective_tasks, self)
         with self.profile("load pretrained"):
             model = family.load_base()
