@@ -46,3 +46,17 @@ def test_invalid_options_name_the_option():
         MultiTaskFineTune(lr=0)
     with pytest.raises(ValueError, match="objective_tasks='scenes'"):  # a list without brackets
         MultiTaskFineTune(objective_tasks="scenes")
+
+
+def test_count_none_draws_the_whole_train_split(micro_pool):
+    from lightning.fabric import Fabric
+
+    from fusion_bench_fw.families.clip_vision import CLIPVisionFamily
+
+    pool = micro_pool.make_modelpool()
+    task = micro_pool.eval_tasks[0]
+    family = CLIPVisionFamily(pool, Fabric(accelerator="cpu", devices=1))
+    family.prepare(family.load_base(), [task])
+    whole = family.task_batches(task, "cross_entropy", None, 0, 256)
+    assert whole.num_samples == len(pool.load_train_dataset(task)) > 100
+    assert sum(len(batch[1]) for batch in whole.batches) == whole.num_samples
