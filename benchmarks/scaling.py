@@ -23,13 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fusion_bench_fw.compare import MethodSpec, run_method  # noqa: E402
+from fusion_bench_fw.mini import ensure_built  # noqa: E402
+from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 from harness.cli import add_runs  # noqa: E402
 from harness.machine import commit_of, describe, one_line  # noqa: E402
 from harness.report import write_json, write_lines  # noqa: E402
 
 
-def specs(budget: int, fw_iters: int, samples: int) -> Dict[str, MethodSpec]:
+def specs(budget: int, fw_iters: int, samples: int, eval_tasks: List[str], df_merge_steps=(4, 8)) -> Dict[str, MethodSpec]:
     inner = max(1, budget // fw_iters)
+    adamerging = ["method.name=clip_layer_wise_adamerging", f"method.max_steps={budget}", "method.batch_size=16", "method.num_workers=0", "method.save_merging_weights=false"]
     return {
         "fw_soft": MethodSpec(
             f"FW-soft (entropy, {fw_iters}x{inner} steps)",
@@ -40,9 +43,17 @@ def specs(budget: int, fw_iters: int, samples: int) -> Dict[str, MethodSpec]:
             f"FW-soft (CE, {fw_iters}x{inner} steps)",
             ["method=fw_soft", f"method.max_iters={fw_iters}", f"method.inner_steps={inner}", f"method.samples_per_task={samples}"],
         ),
-        "adamerging": MethodSpec(
-            f"AdaMerging layer-wise ({budget} steps)",
-            ["method=adamerging/clip", "method.name=clip_layer_wise_adamerging", f"method.max_steps={budget}", "method.batch_size=16", "method.num_workers=0", "method.save_merging_weights=false"],
+        # FusionBench's default: entropy on the test images of every pool task (in (a), the
+        # irrelevant ones too)
+        "adamerging": MethodSpec(f"AdaMerging layer-wise ({budget} steps)", ["method=adamerging/clip", *adamerging]),
+        # the paper's fair setting: entropy on the 4 eval tasks only, every pool model merged (curve
+        # (a) only: in (b) the evaluated tasks are the pool's, so the row above is already fair)
+        "adamerging_objective": MethodSpec(f"AdaMerging layer-wise ({budget} steps, entropy: eval tasks)", ["method=adamerging_objective", "method.objective_tasks=[" + ",".join(eval_tasks) + "]", *adamerging]),
+        # DF-Merge on the evaluated tasks' train samples, a small BO budget (each step is one Fisher
+        # merge of every model)
+        "df_merge": MethodSpec(
+            f"DF-Merge (BO {df_merge_steps[0]}+{df_merge_steps[1]}, {samples} train samples per task)",
+            ["method=df_merge", f"method.init_points={df_merge_steps[0]}", f"method.n_iter={df_merge_steps[1]}", f"method.samples_per_task={samples}", f"method.fisher_samples_per_task={min(30, samples)}"],
         ),
         "task_arithmetic": MethodSpec("Task arithmetic (0.3)", ["method=task_arithmetic", "method.scaling_factor=0.3"]),
         "ties_merging": MethodSpec("TIES-merging (0.3)", ["method=ties_merging", "method.scaling_factor=0.3"]),
@@ -51,7 +62,7 @@ def specs(budget: int, fw_iters: int, samples: int) -> Dict[str, MethodSpec]:
 
 def curve(kind: str, sizes: List[int], methods: List[str], out: Path, args) -> Dict:
     budget = args.budget_irrelevant if kind == "irrelevant" else args.budget_relevant
-    table = specs(budget, args.fw_iters, args.samples_per_task)
+    table = specs(budget, args.fw_iters, args.samples_per_task, args.eval_tasks, tuple(args.df_merge_steps))
     rows = {}
     for size in sizes:
         if kind == "irrelevant":
@@ -134,10 +145,12 @@ def main() -> int:
     parser.add_argument("--budget-irrelevant", type=int, default=300, help="AdaMerging steps = FW iters x inner steps (paper: 300)")
     parser.add_argument("--budget-relevant", type=int, default=200, help="paper: 200")
     parser.add_argument("--samples-per-task", type=int, default=100)
+    parser.add_argument("--df-merge-steps", type=int, nargs=2, default=(4, 8), metavar=("INIT", "ITERS"), help="DF-Merge random + GP-guided steps")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling"))
     add_runs(parser, "scaling")
     args = parser.parse_args()
 
+    args.eval_tasks = list(load_manifest(ensure_built("ta20")).eval_tasks)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     commit = commit_of()  # of the code the curves are measured with, taken before the runs

@@ -21,7 +21,7 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from .checkpoint_files import POOL_LOADER, STREAMING, resolve_pool
 from .checkpoints import PoolCheckpoints
 from .families import ModelFamily, family_for
-from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, SoftOptions, SolverState
+from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, LineSearch, SoftOptions, SolverState
 from .frank_wolfe.params import ParamDict
 from .merge_functions import ties_merge_fn
 from .objective import SampleObjective
@@ -64,6 +64,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         checkpoint_dir: Optional[str] = None,
         probe_step: float = 0.05,
         lmo_block_group: int = 16,
+        line_search_evals: int = 10,
         min_rel_decrease: float = 1e-4,
         max_relative_distance: Optional[float] = 0.5,
         model_family: Optional[str] = None,
@@ -80,7 +81,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         )
         self.common_solver_options = dict(
             max_iters=max_iters, gap_tol=gap_tol, granularity=granularity, score=lmo_score, probe_step=probe_step,
-            lmo_block_group=lmo_block_group, min_rel_decrease=min_rel_decrease,
+            lmo_block_group=lmo_block_group, min_rel_decrease=min_rel_decrease, line_search_evals=line_search_evals,
         )
         self.family: Optional[ModelFamily] = None
 
@@ -275,7 +276,6 @@ class FWHard(FrankWolfeMergingBase):
         step_size: float = 0.1,
         open_loop_scale: float = 1.0,
         open_loop_offset: Optional[int] = None,
-        line_search_evals: int = 10,
         merge_fn: str = "convex",
         ties_threshold: float = 20,
         init: str = "pretrained",
@@ -288,7 +288,7 @@ class FWHard(FrankWolfeMergingBase):
         offset = open_loop_offset if open_loop_offset is not None else (0 if init == "pretrained" else 2)
         self.solver_options = HardOptions(
             **self.common_solver_options, step_rule=step_rule, step_size=step_size, open_loop_scale=open_loop_scale,
-            open_loop_offset=offset, line_search_evals=line_search_evals, variant=variant, merge_fn=merge_fn, ties_threshold=ties_threshold,
+            open_loop_offset=offset, variant=variant, merge_fn=merge_fn, ties_threshold=ties_threshold,
             lmo_candidates=lmo_candidates,
         )
 
@@ -327,4 +327,5 @@ class FWSoft(FrankWolfeMergingBase):
         self.solver_options.check_candidates(count)
 
     def build_solver(self, theta0: ParamDict, **wiring):
-        return FrankWolfeSoft(options=self.solver_options, **wiring)
+        options = self.solver_options
+        return FrankWolfeSoft(options=options, line_search=LineSearch(evaluations=options.line_search_evals), **wiring)

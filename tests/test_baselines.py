@@ -17,17 +17,20 @@ class _SeenTasks(ObjectiveTaskWiseAdaMerging):
     """Records the task of every entropy term the adaptation loop computes."""
 
     seen: list
+    batch_sizes: list
 
     def compute_logits(self, module, batch, task):
         self.seen.append(task)
+        self.batch_sizes.append(len(batch[0]))  # batch = (images, labels)
         return super().compute_logits(module, batch, task)
 
 
-def _run(micro_pool, tasks, tmp_path):
+def _run(micro_pool, tasks, tmp_path, samples_per_task=None):
     from omegaconf import OmegaConf
 
     algorithm = _SeenTasks(OmegaConf.create({"name": "clip_task_wise_adamerging", **SETTINGS, "cache_dir": str(tmp_path)}))
-    algorithm.objective_tasks, algorithm.seen = tasks, []
+    algorithm.objective_tasks, algorithm.seen, algorithm.batch_sizes = tasks, [], []
+    algorithm.samples_per_task = samples_per_task
     algorithm._fabric = L.Fabric(accelerator="cpu", devices=1)  # what the fusion_bench program hands it
     pool = micro_pool.make_modelpool()
     merged = algorithm.run(pool)
@@ -46,6 +49,17 @@ def test_entropy_sees_only_the_objective_tasks_and_every_model_is_merged(micro_p
     vectors = torch.stack([pool.load_model(n).state_dict()[key].flatten() - base[key].flatten() for n in pool.model_names])
     weights = torch.linalg.lstsq(vectors.t(), delta.flatten().unsqueeze(1)).solution.flatten()
     assert len(pool.model_names) == 5 and (weights > 0.2).all(), weights
+
+
+def test_samples_per_task_limits_the_test_images_the_entropy_sees(micro_pool, tmp_path):
+    task = micro_pool.eval_tasks[0]
+    algorithm, pool, _ = _run(micro_pool, [task], tmp_path, samples_per_task=3)
+    assert len(pool.load_test_dataset(task)) > SETTINGS["batch_size"] > 3
+    assert algorithm.batch_sizes == [3] * SETTINGS["max_steps"]  # every batch is the whole 3-image subset
+    unlimited, _, _ = _run(micro_pool, [task], tmp_path)
+    assert unlimited.batch_sizes == [SETTINGS["batch_size"]] * SETTINGS["max_steps"]
+    with pytest.raises(ValueError, match="method.samples_per_task=0"):
+        objective_adamerging("clip_task_wise_adamerging", [task], samples_per_task=0, **SETTINGS)
 
 
 def test_null_objective_tasks_is_fusion_bench_default(micro_pool, tmp_path):

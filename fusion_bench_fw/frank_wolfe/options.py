@@ -55,6 +55,9 @@ class SolverOptions:
     # vertices scored together per parameter block by the block-major pass (extra memory grows
     # with this group, never with the number of vertices)
     lmo_block_group: int = BLOCK_GROUP
+    # objective evaluations (forward passes) per line search: FW-hard's step rule line_search, and
+    # FW-soft's FW step toward the gap's vertex
+    line_search_evals: int = 10
 
     def __post_init__(self):
         check(int(self.max_iters) >= 1, f"max_iters must be >= 1, got {self.max_iters}")
@@ -65,6 +68,7 @@ class SolverOptions:
         check(int(self.max_probe_rounds) >= 1, f"max_probe_rounds must be >= 1, got {self.max_probe_rounds}")
         check(float(self.min_rel_decrease) >= 0, f"min_rel_decrease must be >= 0 (0 keeps iterating while anything improves), got {self.min_rel_decrease}")
         check(int(self.lmo_block_group) >= 1, f"lmo_block_group must be >= 1 (checkpoints scored together per parameter), got {self.lmo_block_group}")
+        check(int(self.line_search_evals) >= 3, f"line_search_evals must be >= 3, got {self.line_search_evals}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,6 @@ class HardOptions(SolverOptions):
     step_size: float = 0.1  # for step_rule=constant
     open_loop_scale: float = 1.0
     open_loop_offset: int = 0
-    line_search_evals: int = 10  # objective evaluations (forward passes) per line search
     variant: str = "fw"  # fw: step toward the LMO vertex | pairwise: move weight from the worst held vertex to it
     merge_fn: str = "convex"  # convex | ties (the adapter supplies the TIES function, which needs theta_0)
     ties_threshold: float = 20  # percent of entries TIES keeps
@@ -94,7 +97,6 @@ class HardOptions(SolverOptions):
         check(0 < float(self.step_size) <= 1, f"step_size must be in (0, 1], got {self.step_size}")
         check(float(self.open_loop_scale) > 0, f"open_loop_scale must be > 0, got {self.open_loop_scale}")
         check(int(self.open_loop_offset) >= 0, f"open_loop_offset must be >= 0, got {self.open_loop_offset}")
-        check(int(self.line_search_evals) >= 3, f"line_search_evals must be >= 3, got {self.line_search_evals}")
         check(0 < float(self.ties_threshold) <= 100, f"ties_threshold (percent of entries kept) must be in (0, 100], got {self.ties_threshold}")
 
     def make_step_rule(self):
