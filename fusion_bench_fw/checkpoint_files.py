@@ -6,8 +6,10 @@ base-patch32_sun397``), or a config whose ``_target_`` is a ``from_pretrained`` 
 cache with ``huggingface_hub.snapshot_download``, as FusionBench's own loader does: from the cache
 alone when offline (``HF_HUB_OFFLINE=1``), downloading otherwise. A directory with ``model.safetensors``
 or a sharded ``model.safetensors.index.json`` is then read tensor by tensor (the streaming reader);
-anything else (``.bin`` weights, custom loaders, in-memory modules) goes to the pool's ``load_model``,
-and the log says why, once per model.
+A LoRA fine-tune listed through FusionBench's ``load_peft_causal_lm`` is read as its base model's
+safetensors plus the adapter's low-rank factors (:mod:`.lora_adapters`). Anything else (``.bin``
+weights, custom loaders, in-memory modules) goes to the pool's ``load_model``, and the log says why,
+once per model.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+from .lora_adapters import PEFT_LOADER_SUFFIX, LoraAdapter, read_adapter
 from .safetensors_slices import read_header
 
 log = logging.getLogger(__name__)
 
 STREAMING = "safetensors"
 POOL_LOADER = "pool_loader"
+LORA = "lora_adapter"  # base safetensors + a LoRA adapter's factors
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -35,14 +39,15 @@ class CheckpointNotAvailable(FileNotFoundError):
 
 @dataclass(frozen=True)
 class CheckpointFiles:
-    """How one pool entry is read: ``reader`` is STREAMING (``weight_map``: tensor name -> file) or
-    POOL_LOADER (``why`` says why not streamed)."""
+    """How one pool entry is read: ``reader`` is STREAMING (``weight_map``: tensor name -> file), LORA
+    (``weight_map`` of the base model, plus ``adapter``) or POOL_LOADER (``why`` says why not streamed)."""
 
     name: str
     reader: str
     source: str
     weight_map: Mapping[str, Path] = field(default_factory=dict)
     why: str = ""
+    adapter: Optional[LoraAdapter] = None
 
 
 def entry_location(entry) -> Tuple[Optional[str], Optional[str], str]:
@@ -112,7 +117,30 @@ def safetensors_weight_map(directory: Path) -> Tuple[Dict[str, Path], str]:
     return {}, f"{directory} has no {SINGLE_FILE} or {INDEX_FILE}"
 
 
+def _peft_entry(entry) -> bool:
+    return (isinstance(entry, Mapping) or hasattr(entry, "keys")) and str(entry.get("_target_", "")).endswith(PEFT_LOADER_SUFFIX)
+
+
+def resolve_lora(name: str, entry, streaming: bool = True) -> CheckpointFiles:
+    """A ``load_peft_causal_lm`` entry: its base model's files and its adapter, both resolved now."""
+    base_location, adapter_location = entry.get("base_model_path"), entry.get("peft_model_path")
+    if base_location is None or adapter_location is None:
+        return CheckpointFiles(name, POOL_LOADER, repr(entry), why="its load_peft_causal_lm config lacks base_model_path or peft_model_path")
+    source = f"{base_location} + LoRA {adapter_location}"
+    base = local_directory(f"model {name!r} (its base_model_path)", str(base_location))
+    adapter_dir = local_directory(f"model {name!r} (its peft_model_path)", str(adapter_location))
+    if not streaming:
+        return CheckpointFiles(name, POOL_LOADER, source, why="method.stream_safetensors=false")
+    weight_map, why = safetensors_weight_map(base)
+    adapter, adapter_why = read_adapter(adapter_dir) if weight_map else (None, "")
+    if adapter is None:
+        return CheckpointFiles(name, POOL_LOADER, source, why=why or adapter_why)
+    return CheckpointFiles(name, LORA, source, weight_map, adapter=adapter)
+
+
 def resolve_checkpoint(name: str, entry, streaming: bool = True) -> CheckpointFiles:
+    if _peft_entry(entry):
+        return resolve_lora(name, entry, streaming)
     location, revision, why = entry_location(entry)
     if location is None:
         return CheckpointFiles(name, POOL_LOADER, repr(entry), why=why)
@@ -137,7 +165,10 @@ def resolve_pool(modelpool, names: Sequence[str], streaming: bool = True) -> Dic
 
 
 def reader_counts(resolved: Mapping[str, CheckpointFiles]) -> Dict[str, int]:
-    counts = {STREAMING: 0, POOL_LOADER: 0}
+    """Checkpoints per reader; the LoRA reader is listed only for pools that use it."""
+    counts = {STREAMING: 0, POOL_LOADER: 0, LORA: 0}
     for item in resolved.values():
         counts[item.reader] += 1
+    if not counts[LORA]:
+        del counts[LORA]
     return counts

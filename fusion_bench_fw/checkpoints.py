@@ -19,7 +19,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, 
 import torch
 from safetensors import safe_open
 
-from .checkpoint_files import POOL_LOADER, STREAMING, CheckpointFiles, resolve_pool
+from .checkpoint_files import LORA, POOL_LOADER, STREAMING, CheckpointFiles, reader_counts, resolve_pool
 from .frank_wolfe.params import ParamDict
 from .safetensors_slices import SliceReader
 
@@ -114,17 +114,29 @@ class PoolCheckpoints:
         weight_map = self._weight_map(name)
         if weight_map is not None:
             return self._read_safetensors(weight_map)
+        lora = self._lora(name)
+        if lora is not None:
+            params = self._read_safetensors(lora.weight_map)
+            for block, delta in lora.adapter.deltas(self.block_names, self.dtype).items():
+                params[block] += delta
+            return params
         return self._load_through_pool(name)
 
     def reader_of(self, name: str) -> str:
-        return STREAMING if self._weight_map(name) is not None else POOL_LOADER
+        if self._weight_map(name) is not None:
+            return STREAMING
+        return LORA if self._lora(name) is not None else POOL_LOADER
 
     def reader_counts(self) -> Dict[str, int]:
-        """How many of the checkpoints each reader serves."""
-        counts = {STREAMING: 0, POOL_LOADER: 0}
-        for name in self.names:
-            counts[self.reader_of(name)] += 1
-        return counts
+        """How many of the checkpoints each reader serves (the LoRA reader listed only when used)."""
+        return reader_counts({name: CheckpointFiles(name, self.reader_of(name), "") for name in self.names})
+
+    def _lora(self, name: str) -> Optional[CheckpointFiles]:
+        """A LoRA entry whose base files hold every merged parameter (its vertex: base + deltas)."""
+        files = self.files.get(name)
+        if not self.prefer_safetensors or files is None or files.reader != LORA:
+            return None
+        return files if all(block in files.weight_map for block in self.block_names) else None
 
     def _weight_map(self, name: str) -> Optional[Mapping[str, Path]]:
         """The tensor -> file map of a checkpoint the streaming reader serves: safetensors with every

@@ -19,9 +19,10 @@ def register_family(family: Type[ModelFamily]) -> Type[ModelFamily]:
 
 def registered() -> Dict[str, Type[ModelFamily]]:
     """Family name -> class. Built-ins are imported lazily: each pulls in its own FusionBench modules."""
+    from .causal_lm import CausalLMFamily
     from .clip_vision import CLIPVisionFamily
 
-    return {family.name: family for family in (CLIPVisionFamily, *_EXTRA)}
+    return {family.name: family for family in (CLIPVisionFamily, CausalLMFamily, *_EXTRA)}
 
 
 def family_for(modelpool, name: Optional[str] = None) -> Type[ModelFamily]:

@@ -17,6 +17,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from .manifest import Manifest
 from .variants import BUILDER_VERSION, get_variant
@@ -44,11 +45,19 @@ def _marker(variant: str, seed: int, version: int) -> dict:
     return {"builder_version": version, "variant": variant, "seed": seed}
 
 
+def is_complete_marker(path: Path, marker: dict) -> bool:
+    """Whether ``path`` carries exactly this ``COMPLETE`` marker (written last by ``publish_build``)."""
+    try:
+        return json.loads((path / COMPLETE_MARKER).read_text()) == marker
+    except (OSError, ValueError):
+        return False
+
+
 def is_complete(path: Path, variant: str, seed: int, version: int = BUILDER_VERSION) -> bool:
     """True only for a finished build of exactly this builder version, variant and seed."""
+    if not is_complete_marker(path, _marker(variant, seed, version)):
+        return False
     try:
-        if json.loads((path / COMPLETE_MARKER).read_text()) != _marker(variant, seed, version):
-            return False
         m = Manifest.load(path)
     except (OSError, ValueError, TypeError):
         return False
@@ -105,31 +114,39 @@ def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None, version: 
     """Return the directory of a finished build of (variant, seed) by builder ``version``, building it first if needed."""
     version = int(version)
     spec = get_variant(variant, version)
-    root = cache_root(cache_dir)
-    name = build_name(variant, seed, version)
-    final = root / name
-    if is_complete(final, variant, seed, version):
-        return final
 
+    def build(partial: Path) -> None:
+        from .build import build_pool  # heavy imports only when a build is needed
+
+        build_pool(spec, seed, partial, version)
+
+    return publish_build(cache_root(cache_dir), build_name(variant, seed, version), _marker(variant, seed, version),
+                         lambda path: is_complete(path, variant, seed, version), build)
+
+
+def publish_build(root: Path, name: str, marker: dict, complete: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
+    """``root/name`` once ``complete`` says it is finished; otherwise ``build`` writes it into a
+    partial directory (under the name's lock), the ``marker`` is written last and the directory is
+    renamed into place. Shared by every offline pool builder (CLIP, causal LM)."""
+    final = root / name
+    if complete(final):
+        return final
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root / f".{name}.lock"):
-        if is_complete(final, variant, seed, version):  # another process built it while we waited
+        if complete(final):  # another process built it while we waited
             return final
         _remove_dead_partials(root, name)
         if final.exists():
             log.warning("mini pool cache %s is incomplete or from another builder; rebuilding", final)
             shutil.rmtree(final)
-
-        from .build import build_pool  # heavy imports only when a build is needed
-
         partial = root / f".partial-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            build_pool(spec, seed, partial, version)
-            (partial / COMPLETE_MARKER).write_text(json.dumps(_marker(variant, seed, version)))
+            build(partial)
+            (partial / COMPLETE_MARKER).write_text(json.dumps(marker))
             os.replace(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-    if not is_complete(final, variant, seed, version):
+    if not complete(final):
         raise RuntimeError(f"mini pool build at {final} did not complete")
     return final

@@ -76,18 +76,19 @@ def num_workers(n_jobs: int) -> int:
     return max(1, min(n_jobs, os.cpu_count() or 1, 4))
 
 
-def run_jobs(jobs: List[FinetuneJob], on_done: Optional[Callable[[str], None]] = None) -> None:
-    """Run every job, on a spawn-based process pool when more than one core is available."""
+def run_jobs(jobs: List, on_done: Optional[Callable[[str], None]] = None, worker: Callable = run_job) -> None:
+    """Run every job (``worker(job)`` returns its task; a module-level function, so a spawned process
+    can import it), on a spawn-based process pool when more than one core is available."""
     workers = num_workers(len(jobs))
     if workers == 1:
         for job in jobs:
-            run_job(job)
+            worker(job)
             if on_done:
                 on_done(job.task)
         return
     # spawn, not fork: forking a process whose torch/OpenMP threads are running can deadlock
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
+        futures = [pool.submit(worker, job) for job in jobs]
         for future in as_completed(futures):
             task = future.result()
             if on_done:
