@@ -189,11 +189,14 @@ def pretraining_corpus(n: int, seed: int) -> List[str]:
     keywords, "=", word lines) but not the tasks: "=" only ever stands alone, followed by a space or the
     line's end, while every task text has its (non-empty) response directly after "=", so no correct
     (prompt, response) pair of any task occurs and the base model does not already solve them.
+    A fifth of the lines repeat their first half ("bad ejc bad ejc"), the in-context copying that
+    real pretraining text is full of: without it a tiny model learns no task that reads its input.
     """
     rng = random.Random(seed)
     lines = []
     for _ in range(n):
-        kind = rng.randrange(4)  # letter, number or word lines, or (kind 3) a mix of every piece
+        kind = rng.randrange(5)  # letter, number or word lines, (3) a mix of every piece, (4) a repeated mix
         pieces = _PIECES[kind:kind + 1] if kind < 3 else _PIECES
-        lines.append(" ".join(rng.choice(pieces)(rng) for _ in range(rng.randint(2, 8))))
+        line = " ".join(rng.choice(pieces)(rng) for _ in range(rng.randint(2, 8) if kind < 4 else rng.randint(1, 4)))
+        lines.append(f"{line} {line}" if kind == 4 else line)
     return lines

