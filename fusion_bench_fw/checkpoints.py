@@ -131,20 +131,22 @@ class PoolCheckpoints:
         """How many of the checkpoints each reader serves (the LoRA reader listed only when used)."""
         return reader_counts({name: CheckpointFiles(name, self.reader_of(name), "") for name in self.names})
 
-    def _lora(self, name: str) -> Optional[CheckpointFiles]:
-        """A LoRA entry whose base files hold every merged parameter (its vertex: base + deltas)."""
+    def _served(self, name: str, reader: str) -> Optional[CheckpointFiles]:
+        """The resolved files of a checkpoint that ``reader`` (STREAMING or LORA) serves: safetensors
+        holding every merged parameter (an unusual key layout is left to the pool's loader and its errors)."""
         files = self.files.get(name)
-        if not self.prefer_safetensors or files is None or files.reader != LORA:
+        if not self.prefer_safetensors or files is None or files.reader != reader:
             return None
         return files if all(block in files.weight_map for block in self.block_names) else None
 
+    def _lora(self, name: str) -> Optional[CheckpointFiles]:
+        """A LoRA entry whose base files hold every merged parameter (its vertex: base + deltas)."""
+        return self._served(name, LORA)
+
     def _weight_map(self, name: str) -> Optional[Mapping[str, Path]]:
-        """The tensor -> file map of a checkpoint the streaming reader serves: safetensors with every
-        merged parameter (an unusual key layout is left to the pool's loader and its errors)."""
-        files = self.files.get(name)
-        if not self.prefer_safetensors or files is None or files.reader != STREAMING:
-            return None
-        return files.weight_map if all(block in files.weight_map for block in self.block_names) else None
+        """The tensor -> file map of a checkpoint the plain streaming reader serves."""
+        files = self._served(name, STREAMING)
+        return files.weight_map if files is not None else None
 
     def _read_safetensors(self, weight_map: Mapping[str, Path]) -> ParamDict:
         by_file: Dict[Path, List[str]] = defaultdict(list)

@@ -19,17 +19,16 @@ from omegaconf import DictConfig
 
 from fusion_bench import BaseTaskPool, auto_register_config
 
-from .families.causal_lm import encode_pairs, prompt_response, response_token_losses
+from .families.causal_lm import encode_pairs, pad_id, prompt_ids, prompt_response, sample_response_losses
 
 log = logging.getLogger(__name__)
 
 
 def left_padded_prompts(tokenizer, prompts: List[str], device) -> Dict[str, torch.Tensor]:
     """Prompts (after BOS, as in training) padded on the left, so generation continues every row."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    rows = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = [prompt_ids(tokenizer, p) for p in prompts]
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     return {
         "input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device),
         "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device),
@@ -51,7 +50,7 @@ class CausalLMExactMatchTaskPool(BaseTaskPool):
         device = next(model.parameters()).device
         pairs = [prompt_response(dataset[i]) for i in range(len(dataset) if self.max_samples is None else min(len(dataset), self.max_samples))]
         correct, loss_sum = 0, 0.0
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = pad_id(tokenizer)
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]
             prompts = left_padded_prompts(tokenizer, [p for p, _ in chunk], device)
@@ -59,8 +58,8 @@ class CausalLMExactMatchTaskPool(BaseTaskPool):
             texts = tokenizer.batch_decode(generated[:, prompts["input_ids"].shape[1] :], skip_special_tokens=True)
             correct += sum(text.strip() == response.strip() for text, (_, response) in zip(texts, chunk))
             batch = encode_pairs(tokenizer, chunk, device)
-            losses, mask = response_token_losses(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
-            loss_sum += float((losses.sum(1) / mask.sum(1).clamp(min=1)).sum())
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss_sum += float(sample_response_losses(logits, batch["labels"]).sum())
         return {"accuracy": correct / len(pairs), "loss": loss_sum / len(pairs)}
 
     def evaluate(self, model, *args: Any, **kwargs: Any) -> Dict[str, Any]:

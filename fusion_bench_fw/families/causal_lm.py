@@ -43,20 +43,30 @@ def prompt_response(row) -> Tuple[str, str]:
     raise ValueError(f"a causal-LM sample needs the columns {' or '.join('/'.join(p) for p in COLUMN_PAIRS)}; got {sorted(row)}")
 
 
+def pad_id(tokenizer) -> int:
+    """The padding id (EOS for tokenizers without a pad token; padded positions are masked anyway)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def prompt_ids(tokenizer, prompt: str) -> List[int]:
+    """A prompt's ids after the tokenizer's BOS, if it has one: the same in training and generation."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
 def encode_pairs(tokenizer, pairs: Sequence[Tuple[str, str]], device=None) -> dict:
     """Right-padded ``input_ids``/``attention_mask``/``labels`` for (prompt, response) pairs: the
-    prompt (after the tokenizer's BOS, if it has one), then the response and EOS; labels only on the latter."""
+    prompt (see ``prompt_ids``), then the response and EOS; labels only on the latter."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the pool's tokenizer has no eos_token: FW-Merging's causal-LM objective marks the end of each response with it")
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     rows, labels = [], []
     for prompt, response in pairs:
-        prompt_ids = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_part = prompt_ids(tokenizer, prompt)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(prompt_ids + response_ids)
-        labels.append([IGNORE] * len(prompt_ids) + response_ids)
+        rows.append(prompt_part + response_ids)
+        labels.append([IGNORE] * len(prompt_part) + response_ids)
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     batch = {
         "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
         "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
@@ -65,12 +75,13 @@ def encode_pairs(tokenizer, pairs: Sequence[Tuple[str, str]], device=None) -> di
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
 
-def response_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(per-token CE, mask) of the shifted next-token prediction: position i predicts label i+1."""
+def sample_response_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean CE over its response tokens, from the shifted next-token prediction
+    (position i predicts label i+1): the per-sample loss of the objective, training and evaluation."""
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     mask = labels != IGNORE
-    losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    return losses * mask, mask
+    losses = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none") * mask
+    return losses.sum(1) / mask.sum(1).clamp(min=1)
 
 
 class CausalLMFamily(ModelFamily):
@@ -130,8 +141,7 @@ class CausalLMFamily(ModelFamily):
 
     def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
         def summed_loss(params, task, batch):
-            losses, mask = response_token_losses(self._logits(model, params, batch), batch["labels"])
-            return (losses.sum(1) / mask.sum(1).clamp(min=1)).sum()
+            return sample_response_losses(self._logits(model, params, batch), batch["labels"]).sum()
 
         return summed_loss
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with_warmup
 
-from ..families.causal_lm import IGNORE, encode_pairs, response_token_losses
+from ..families.causal_lm import IGNORE, encode_pairs, sample_response_losses
 from .variants import LLMVariant
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -65,8 +65,8 @@ def pretrain(model: LlamaForCausalLM, tokenizer, lines: Sequence[str], variant: 
 
 def response_loss(model: nn.Module, batch) -> torch.Tensor:
     """Mean over the batch of each sample's mean response-token CE (the FW objective's per-sample loss)."""
-    losses, mask = response_token_losses(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
-    return (losses.sum(1) / mask.sum(1).clamp(min=1)).mean()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sample_response_losses(logits, batch["labels"]).mean()
 
 
 def finetune(model: nn.Module, tokenizer, pairs: List[Tuple[str, str]], steps: int, batch_size: int, lr: float, seed: int) -> None:
