@@ -1,7 +1,7 @@
 """``fusion_bench_fw``: benchmark commands around the stock ``fusion_bench`` CLI.
 
-    fusion_bench_fw compare [--pool ta20|micro] [--methods a,b,...] [--out DIR]
-    fusion_bench_fw build [--variant ta20|micro] [--seed N]
+    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|llm-micro] [--methods a,b,...] [--out DIR]
+    fusion_bench_fw build [--variant ta20|micro|llm-ta16|llm-micro] [--seed N]
     fusion_bench_fw card-adamerging [--pool ta20|micro] [--steps N]
     fusion_bench_fw hub-standin --out DIR [--shards K] [--dtype bf16] [--tiny]
 """
@@ -15,17 +15,35 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro")}
+# pool name -> (modelpool config, taskpool config); "llm-" pools are the mini causal-LM pools
+POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro"),
+         "llm-ta16": ("mini-llm_TA16", "mini-llm_TA16"), "llm-micro": ("mini-llm_micro", "mini-llm_micro")}
 DEFAULT_METHODS = (
     "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
     "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
 )
+# the stock merges that run on a causal-LM pool (the others are CLIP-only in FusionBench or here)
+LLM_METHODS = "fw_soft,fw_hard,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,pretrained"
+
+
+def pool_build(pool: str, seed: int):
+    """(build directory, eval tasks, pool card) of a mini pool, building it first if needed."""
+    if pool.startswith("llm-"):
+        from .mini_llm.build import ensure_llm_built
+        from .mini_llm.manifest import LLMManifest
+
+        build_dir = ensure_llm_built(pool[len("llm-"):], seed=seed)
+        return build_dir, list(LLMManifest.load(build_dir).eval_tasks), json.loads((build_dir / "card.json").read_text())
+    from .mini import ensure_built
+    from .mini.manifest import load_manifest
+
+    build_dir = ensure_built(pool, seed=seed)
+    manifest = load_manifest(build_dir)
+    return build_dir, list(manifest.eval_tasks), json.loads(Path(manifest.card).read_text())
 
 
 def cmd_build(args) -> int:
-    from .mini import ensure_built
-
-    print(ensure_built(args.variant, seed=args.seed))
+    print(pool_build(args.variant, args.seed)[0])
     return 0
 
 
@@ -45,22 +63,18 @@ def cmd_card_adamerging(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import bar_chart, machine_description, markdown_table, method_specs, run_method, source_commit
-    from .mini import ensure_built
-    from .mini.manifest import load_manifest
 
-    build_dir = ensure_built(args.pool, seed=args.seed)
-    manifest = load_manifest(build_dir)
-    card = json.loads(Path(manifest.card).read_text())
-    eval_tasks = list(manifest.eval_tasks)
+    build_dir, eval_tasks, card = pool_build(args.pool, args.seed)
     modelpool, taskpool = POOLS[args.pool]
     specs = method_specs(eval_tasks, fw_iters=args.fw_iters, samples_per_task=args.samples_per_task, adamerging_steps=args.adamerging_steps, inner_steps=args.inner_steps,
                          df_merge_steps=(args.df_merge_init_points, args.df_merge_iters))
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = args.methods or (LLM_METHODS if args.pool.startswith("llm-") else DEFAULT_METHODS)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in specs]
     if unknown:
         print(f"unknown method(s) {unknown}; choose from {', '.join(specs)}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(args.out or f"benchmarks/results/compare_{args.pool.replace('-', '_')}")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     commit = source_commit()
@@ -119,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     build.set_defaults(func=cmd_build)
 
     card = sub.add_parser("card-adamerging", help="measure FusionBench's layer-wise AdaMerging on a mini pool and add it to the pool card")
-    card.add_argument("--pool", choices=sorted(POOLS), default="ta20")
+    card.add_argument("--pool", choices=["micro", "ta20"], default="ta20")
     card.add_argument("--seed", type=int, default=0)
     card.add_argument("--steps", type=int, default=300, help="AdaMerging steps per run (FusionBench's CLIP default is 1000)")
     card.set_defaults(func=cmd_card_adamerging)
@@ -127,8 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare = sub.add_parser("compare", help="run FW-Merging and FusionBench baselines on a mini pool, write a table")
     compare.add_argument("--pool", choices=sorted(POOLS), default="ta20")
     compare.add_argument("--seed", type=int, default=0, help="mini pool builder seed")
-    compare.add_argument("--methods", default=DEFAULT_METHODS)
-    compare.add_argument("--out", default="benchmarks/results/compare_ta20")
+    compare.add_argument("--methods", help=f"comma-separated; default for CLIP pools: {DEFAULT_METHODS}; for llm- pools: {LLM_METHODS}")
+    compare.add_argument("--out", help="output folder (default: benchmarks/results/compare_<pool>)")
     compare.add_argument("--fw-iters", type=int, default=15, help="FW iterations (paper: 15 for FW-soft)")
     compare.add_argument("--samples-per-task", type=int, default=100)
     compare.add_argument("--inner-steps", type=int, default=20)

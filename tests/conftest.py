@@ -117,3 +117,21 @@ def mini_micro_card(mini_micro_dir) -> dict:
 
 
 # --- end of mini pool fixtures ---
+
+
+# --- mini LLM pool fixtures ---
+
+
+@pytest.fixture(scope="session")
+def llm_micro_dir(micro_cache_dir) -> Path:
+    """The build directory of the mini causal-LM pool's micro variant, seed 0 (about a minute on 2 cores)."""
+    from fusion_bench_fw.mini_llm.build import ensure_llm_built
+
+    return ensure_llm_built("micro", seed=0, cache_dir=micro_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def llm_micro_card(llm_micro_dir) -> dict:
+    import json
+
+    return json.loads((llm_micro_dir / "card.json").read_text())

@@ -21,11 +21,11 @@ METHODS = {
 }
 
 
-def run(method, devices, tmp_path, cache_dir):
+def run(method, devices, tmp_path, cache_dir, pool="mini-clip_micro"):
     out = tmp_path / f"{method}_{devices}"
     strategy = "ddp" if devices > 1 else "auto"
     command = [
-        FUSION_BENCH, *METHODS[method], "modelpool=mini-clip_micro", "taskpool=mini-clip_micro",
+        FUSION_BENCH, *METHODS[method], f"modelpool={pool}", f"taskpool={pool}",
         "method.samples_per_task=16", "method.batch_size=4",
         f"fabric.devices={devices}", f"fabric.strategy={strategy}", "fabric.accelerator=cpu",
         f"path.log_dir={out}", f"merged_model_save_path={out}/merged", "print_config=false",
@@ -37,10 +37,16 @@ def run(method, devices, tmp_path, cache_dir):
     return load_file(str(out / "merged" / "model.safetensors")), trajectory
 
 
+# the CLIP vision family and the causal-LM family (full fine-tunes and a LoRA adapter)
+POOLS = {"mini-clip_micro": "micro_pool", "mini-llm_micro": "llm_micro_dir"}
+
+
+@pytest.mark.parametrize("pool", sorted(POOLS))
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_two_process_ddp_matches_one_process(method, micro_pool, tmp_path):
-    single, single_traj = run(method, 1, tmp_path, micro_pool.cache_dir)
-    double, double_traj = run(method, 2, tmp_path, micro_pool.cache_dir)
+def test_two_process_ddp_matches_one_process(method, pool, request, micro_cache_dir, tmp_path):
+    request.getfixturevalue(POOLS[pool])  # built into micro_cache_dir
+    single, single_traj = run(method, 1, tmp_path, micro_cache_dir, pool)
+    double, double_traj = run(method, 2, tmp_path, micro_cache_dir, pool)
     assert [r["selected"] for r in single_traj["iterations"]] == [r["selected"] for r in double_traj["iterations"]]
     assert set(single) == set(double)
     # the objective agrees to float rounding of the cross-rank sums at every iteration ...

@@ -48,7 +48,9 @@ def build_llm_pool(variant: LLMVariant, seed: int, out: Path) -> None:
         corpus = pretraining_corpus(variant.pretrain_lines, _seed(seed, "corpus"))
         tokenizer = build_tokenizer(corpus + [p + r for pairs in train.values() for p, r in pairs], out / "tokenizer", variant.vocab_size)
         model = new_llama(variant, tokenizer, _seed(seed, "init"))
-        pretrain(model, tokenizer, corpus, variant, _seed(seed, "pretrain"))
+        # a little of every pool task (train pairs only, never a test prompt), as web text holds a little of everything
+        seen = [p + r for pairs in train.values() for p, r in pairs[: variant.pretrain_task_pairs]]
+        pretrain(model, tokenizer, corpus + seen, variant, _seed(seed, "pretrain"))
         model.save_pretrained(out / "base")
         tokenizer.save_pretrained(out / "base")
         log.info("mini LLM %s: base model pretrained in %.0f s", variant.name, time.perf_counter() - started)

@@ -1,7 +1,8 @@
 """Training of the mini causal-LM pool: the base decoder on a generic text mix, then one fine-tune per task.
 
-Pretraining predicts every token of generic lines (no task's answers), so the base model knows the
-alphabet and the prompt formats but solves no task. Each fine-tune then trains on its task's
+Pretraining predicts every token of generic lines plus a few hundred train pairs of each pool task
+(see ``variants.py`` for why), so the base model knows the alphabet and the prompt formats but solves
+little. Each fine-tune then trains on its task's
 (prompt, response) pairs with the loss on response tokens only, the objective FW-Merging uses: a
 full fine-tune updates every weight, a LoRA fine-tune (``peft``) only rank-r factors of the linear
 layers, saved as an adapter beside the base model, as LoRA fine-tunes are published.
