@@ -37,13 +37,14 @@ def test_fw_merging_on_the_llm_pool_selects_the_objective_task_first(method, ove
     # exact match and response CE per task, from our taskpool
     assert set(report["reverse"]) >= {"accuracy", "loss"}
     trajectory = json.loads((log_dir / "fw_trajectory.json").read_text())
-    first = trajectory["iterations"][0]["selected"]  # FW-hard: per block; FW-soft: per objective task
-    chosen = Counter(first.values() if isinstance(first, dict) else first).most_common(1)[0][0]
-    assert chosen == "reverse", first
+    # FW-hard (layer-wise): {model: blocks whose LMO chose it}; FW-soft: one model per objective task
+    first = trajectory["iterations"][0]["selected"]
+    counts = Counter(first)  # a dict already holds counts
+    assert counts.most_common(1)[0][0] == "reverse", first
     assert trajectory["config"]["objective_tasks_resolved"] == ["reverse"]
-    # the base model solves nothing (card: 0 %); the merge solves a good part of the task
+    # the base model solves nothing (card: 0 %); the merge solves part of the task, as its fine-tune does
     assert llm_micro_card["tasks"]["reverse"]["base"] == 0.0
-    assert report["reverse"]["accuracy"] >= 0.5, report
+    assert report["reverse"]["accuracy"] >= 0.5 * llm_micro_card["tasks"]["reverse"]["finetuned"] > 0.05, report
 
 
 def test_stock_task_arithmetic_matches_the_pool_card(llm_micro_dir, llm_micro_card, tmp_path):
