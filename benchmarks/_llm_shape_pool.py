@@ -36,8 +36,10 @@ def ensure_pool(root: Path, n_max: int) -> Dict:
     root = Path(root)
     marker = root / "COMPLETE"
     wanted = {"version": VERSION, "shape": SHAPE, "n_max": n_max}
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
-        return describe(root, n_max)
+    if marker.exists():
+        found = json.loads(marker.read_text())
+        if {**found, "n_max": n_max} == wanted and found["n_max"] >= n_max:
+            return describe(root, found["n_max"])
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     import torch
