@@ -22,8 +22,10 @@ SHAPE = dict(  # SmolLM2-135M (HuggingFaceTB/SmolLM2-135M config.json)
     num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=100000.0,
 )
 SHAPE_NAME = "SmolLM2-135M"
+TINY = dict(SHAPE, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+SHAPES = {SHAPE_NAME: SHAPE, "tiny": TINY}  # tiny: the same code paths in seconds (tests, smoke runs)
+SHARD_SIZES = {SHAPE_NAME: "150MB", "tiny": "150KB"}  # 270 MB (tiny: 240 KB) in bf16 -> 2 shards
 OBJECTIVE_TASKS = ("reverse", "add", "lookup")
-SHARD_SIZE = "150MB"  # 270 MB in bf16 -> 2 shards
 VERSION = 1
 
 
@@ -31,15 +33,16 @@ def names(n: int) -> List[str]:
     return list(OBJECTIVE_TASKS[:n]) + [f"other_{i:02d}" for i in range(len(OBJECTIVE_TASKS), n)]
 
 
-def ensure_pool(root: Path, n_max: int) -> Dict:
-    """Write (or find) the pool of ``n_max`` fine-tunes under ``root``; its description."""
+def ensure_pool(root: Path, n_max: int, shape: str = SHAPE_NAME) -> Dict:
+    """Write (or find) the pool of ``n_max`` fine-tunes of ``shape`` under ``root``; its description."""
     root = Path(root)
     marker = root / "COMPLETE"
-    wanted = {"version": VERSION, "shape": SHAPE, "n_max": n_max}
+    config = SHAPES[shape]
+    wanted = {"version": VERSION, "shape": config, "n_max": n_max}
     if marker.exists():
         found = json.loads(marker.read_text())
         if {**found, "n_max": n_max} == wanted and found["n_max"] >= n_max:
-            return describe(root, found["n_max"])
+            return describe(root, found["n_max"], shape)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     import torch
@@ -51,8 +54,8 @@ def ensure_pool(root: Path, n_max: int) -> Dict:
     write_datasets(root / "data", OBJECTIVE_TASKS, 64, 8, seed=0)
     build_tokenizer(pretraining_corpus(2000, 0), root / "tokenizer", 260)
     torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(**SHAPE, bos_token_id=1, eos_token_id=2, pad_token_id=0)).to(torch.bfloat16)
-    base.save_pretrained(root / "base", max_shard_size=SHARD_SIZE)
+    base = LlamaForCausalLM(LlamaConfig(**config, bos_token_id=1, eos_token_id=2, pad_token_id=0)).to(torch.bfloat16)
+    base.save_pretrained(root / "base", max_shard_size=SHARD_SIZES[shape])
     theta0 = {key: p.detach().float().clone() for key, p in base.named_parameters()}  # a tied lm_head is not listed twice
     generator = torch.Generator().manual_seed(1)
     for name in names(n_max):
@@ -60,14 +63,14 @@ def ensure_pool(root: Path, n_max: int) -> Dict:
             for key, param in base.named_parameters():
                 scale = 1e-3 * float(theta0[key].std().clamp(min=1e-3)) if theta0[key].numel() > 1 else 1e-3
                 param.copy_(theta0[key] + torch.randn(param.shape, generator=generator) * scale)
-        base.save_pretrained(root / "models" / name, max_shard_size=SHARD_SIZE)
+        base.save_pretrained(root / "models" / name, max_shard_size=SHARD_SIZES[shape])
     marker.write_text(json.dumps(wanted))
-    return describe(root, n_max)
+    return describe(root, n_max, shape)
 
 
-def describe(root: Path, n_max: int) -> Dict:
+def describe(root: Path, n_max: int, shape: str = SHAPE_NAME) -> Dict:
     files = sorted((root / "models" / names(1)[0]).glob("*.safetensors"))
-    return {"shape": SHAPE_NAME, "config": SHAPE, "dtype": "bfloat16", "shards": len(files), "n_max": n_max,
+    return {"shape": shape, "config": SHAPES[shape], "dtype": "bfloat16", "shards": len(files), "n_max": n_max,
             "bytes_per_checkpoint": sum(f.stat().st_size for f in files), "objective_tasks": list(OBJECTIVE_TASKS), "root": str(root)}
 
 

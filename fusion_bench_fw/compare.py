@@ -23,6 +23,13 @@ from typing import Dict, List, Optional, Sequence
 FUSION_BENCH = str(Path(sys.executable).with_name("fusion_bench"))
 
 
+def failure_line(stderr: str) -> str:
+    """The exception line of a failed run's stderr (Hydra ends it with a hint about HYDRA_FULL_ERROR)."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if line.split(":")[0].endswith(("Error", "Exception", "Interrupt"))]
+    return (raised or lines or ["(no stderr)"])[-1]
+
+
 @dataclass
 class MethodSpec:
     label: str
@@ -127,8 +134,7 @@ def run_method(name: str, spec: MethodSpec, *, modelpool: str, taskpool: str, ou
     (log_dir / "stderr.txt").write_text(proc.stderr)
     shown = shlex.join(["python", *command[1:]] if spec.launcher else ["fusion_bench", *command[1:]])
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no stderr)"]
-        return RunResult(name, spec.label, shown, seconds, error=f"exit {proc.returncode}: {tail[0]}")
+        return RunResult(name, spec.label, shown, seconds, error=f"exit {proc.returncode}: {failure_line(proc.stderr)}")
     report = json.loads((log_dir / "program_report.json").read_text())
     accuracy = {task: float(value["accuracy"]) for task, value in report.items() if isinstance(value, dict) and "accuracy" in value and task != "average"}
     return RunResult(name, spec.label, shown, seconds, accuracy=accuracy)

@@ -59,3 +59,23 @@ def test_cost_methods_on_a_tiny_sharded_standin_reads_every_checkpoint_streaming
         assert row["pool_models"] == row["n"] and row["readers"] == {"safetensors": row["n"] + 1, "pool_loader": 0}
     summary = (tmp_path / "results" / "standin_cpu_tiny_quick.md").read_text()
     assert "| our runs read all n+1 checkpoints with the streaming safetensors reader (21/21 at n=20) | bf16_2shards_tiny | fw_hard n=2: 3/3, n=4: 5/5 | **PASS** |" in summary
+
+
+@pytest.mark.slow
+def test_cost_llm_on_a_tiny_llama_pool_streams_every_shard_and_judges_the_targets(tmp_path):
+    out = tmp_path / "llm_tiny"
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "cost_llm.py"), "--tiny", "--sizes", "2,4", "--repeats", "1",
+               "--work-dir", str(tmp_path), "--scratch-dir", str(tmp_path / "runs"), "--out", str(out), "--no-freeze"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["settings"]["pool"]["shards"] == 2 and payload["settings"]["pool"]["shape"] == "tiny"
+    rows = {(r["method"], r["n"]): r for r in payload["rows"]}
+    assert sorted(rows) == [(m, n) for m in ("fw_hard", "task_arithmetic", "ties_merging") for n in (2, 4)]
+    assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
+    for n in (2, 4):  # ours streamed the base and every fine-tune from their safetensors shards
+        assert rows[("fw_hard", n)]["readers"] == {"safetensors": n + 1, "pool_loader": 0}
+        assert rows[("fw_hard", n)]["lmo_s"] > 0 and rows[("fw_hard", n)]["read_s"] > 0
+    report = out.with_suffix(".md").read_text()
+    assert "| fw_hard peak RSS n=4 / n=2 |" in report and "| fw_hard LMO pass / raw read, n=4 |" in report
