@@ -160,7 +160,9 @@ class PoolCheckpoints:
 
     def _load_through_pool(self, name: str) -> ParamDict:
         model = self.modelpool.load_model(name)
-        parameters = dict(model.named_parameters())
+        # a lazily loading pool (CausalLMPool enable_lazy_loading) returns a LazyStateDict: a mapping
+        # that reads each tensor when asked, which is all this needs
+        parameters = dict(model.named_parameters()) if isinstance(model, torch.nn.Module) else model
         missing = [block for block in self.block_names if block not in parameters]
         if missing:
             raise ValueError(

@@ -56,3 +56,25 @@ def test_stock_task_arithmetic_matches_the_pool_card(llm_micro_dir, llm_micro_ca
     assert report["reverse"]["accuracy"] == pytest.approx(row["all"], abs=1.5 * one_sample)
     report = run_cli(["method=task_arithmetic", "method.scaling_factor=1.0", "modelpool.tasks=[reverse]"], tmp_path / "ta1", llm_micro_dir.parent)
     assert report["reverse"]["accuracy"] == pytest.approx(row["relevant"], abs=1.5 * one_sample)
+
+
+def test_a_lazily_loading_pool_merges_as_an_eager_one(llm_micro_dir):
+    """FusionBench's shipped LLM pools set enable_lazy_loading: the base is then loaded whole for the merge
+    (a LazyStateDict is no module), the fine-tunes streamed as always, and the merge is the same."""
+    import lightning as L
+    import torch
+
+    from fusion_bench_fw import FWHard
+    from fusion_bench_fw.mini_llm.pools import MiniCausalLMPool
+
+    merged = {}
+    for lazy in (False, True):
+        pool = MiniCausalLMPool(variant="micro", cache_dir=str(llm_micro_dir.parent), enable_lazy_loading=lazy)
+        algorithm = FWHard(max_iters=1, objective_tasks=["reverse"], samples_per_task=16, line_search_evals=4)
+        algorithm.fabric = L.Fabric(accelerator="cpu", devices=1)
+        merged[lazy] = {n: p.detach().clone() for n, p in algorithm.run(pool).named_parameters()}
+        assert pool.enable_lazy_loading is lazy  # the pool's setting is left as it was
+    assert merged[True].keys() == merged[False].keys()
+    assert all(torch.equal(merged[True][n], merged[False][n]) for n in merged[False])
+    assert any(not torch.equal(merged[False][n], p) for n, p in MiniCausalLMPool(variant="micro", cache_dir=str(llm_micro_dir.parent))
+               .load_pretrained_model().named_parameters())  # the iteration moved the model

@@ -112,12 +112,16 @@ class CausalLMFamily(ModelFamily):
             local_directory("modelpool.tokenizer", location, revision)
 
     def load_base(self) -> nn.Module:
-        model = self.modelpool.load_pretrained_model()
-        if not isinstance(model, nn.Module):  # enable_lazy_loading: a LazyStateDict; FW needs the module itself
-            raise ValueError(
-                "the pool's pretrained model loads lazily (modelpool.enable_lazy_loading=true), but FW-Merging writes the merge "
-                "into a real module; set modelpool.enable_lazy_loading=false (the fine-tuned checkpoints are streamed anyway)"
-            )
+        pool = self.modelpool
+        lazy = getattr(pool, "enable_lazy_loading", False)
+        if lazy:  # FusionBench's shipped LLM pools set it; its LazyStateDict is no module to merge into
+            log.info("modelpool.enable_lazy_loading=true: the pretrained model is loaded whole (the merge is written into it); "
+                     "the fine-tuned checkpoints are streamed tensor by tensor as always")
+            pool.enable_lazy_loading = False
+        try:
+            model = pool.load_pretrained_model()
+        finally:
+            pool.enable_lazy_loading = lazy
         model.requires_grad_(False).eval()
         return self.fabric.to_device(model)
 
