@@ -85,9 +85,7 @@ def measure(spec: Dict[str, Any], sampler: child.RssSampler) -> Dict[str, Any]:
     result["run_s"] = time.perf_counter() - start
     if method == "fw_hard":
         records = solver_records(run_dir, algorithm)
-        trajectory = json.loads((run_dir / "fw_trajectory.json").read_text())
-        result.update(iteration_s=records["iteration_s"], lmo_s=records["timers_s"]["lmo"], readers=records["readers"],
-                      selected=trajectory["iterations"][0].get("selected"))
+        result.update(iteration_s=records["iteration_s"], lmo_s=records["timers_s"]["lmo"], readers=records["readers"])
     else:
         result["iteration_s"] = result["run_s"]
     return result
@@ -175,7 +173,7 @@ def main(argv=None) -> int:
                         "line_search_evals": args.line_search_evals, "pool_root": pool["root"], "run_dir": str(scratch / "llm" / tag)}
                 result = child.run_child(Path(__file__).resolve(), spec, env, scratch / "logs" / f"llm_{tag}.log", mem_guard_gb=args.mem_guard_gb,
                                          min_available_gb=args.min_available_gb, timeout_s=args.child_timeout)
-                keep = ("status", "error", "peak_rss_bytes", "iteration_s", "run_s", "lmo_s", "read_s", "read_cold_s", "readers", "selected", "traceback_tail")
+                keep = ("status", "error", "peak_rss_bytes", "iteration_s", "run_s", "lmo_s", "read_s", "read_cold_s", "readers", "traceback_tail")
                 payload["rows"].append({"method": method, "n": n, "repeat": repeat, "commit": frozen["commit"], "command": command,
                                         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k in keep}})
                 write_json(out, payload)

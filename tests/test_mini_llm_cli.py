@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections import Counter
-import sys
 from pathlib import Path
 
 import pytest
+from test_algorithms import run_cli
 
 pytestmark = pytest.mark.slow
 
-FUSION_BENCH = str(Path(sys.executable).with_name("fusion_bench"))
 POOL = ["modelpool=mini-llm_micro", "taskpool=mini-llm_micro"]
 
 
-def run_cli(overrides, log_dir: Path, cache_dir: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FUSION_BENCH_FW_CACHE": str(cache_dir)}
-    command = [FUSION_BENCH, *overrides, *POOL, f"path.log_dir={log_dir}", "print_config=false"]
-    result = subprocess.run(command, env=env, cwd=log_dir.parent, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads((log_dir / "program_report.json").read_text())
+def run_on_pool(overrides, log_dir: Path, cache_dir: Path) -> dict:
+    """The stock CLI on the micro LLM pool, from outside the repo (our configs via the search-path plugin)."""
+    return run_cli([*overrides, *POOL], log_dir, cache_dir, cwd=log_dir.parent)
 
 
 @pytest.mark.parametrize("method,overrides", [
@@ -31,7 +25,7 @@ def run_cli(overrides, log_dir: Path, cache_dir: Path) -> dict:
 ])
 def test_fw_merging_on_the_llm_pool_selects_the_objective_task_first(method, overrides, llm_micro_dir, llm_micro_card, tmp_path):
     log_dir = tmp_path / "run"
-    report = run_cli([f"method={method}", *overrides], log_dir, llm_micro_dir.parent)
+    report = run_on_pool([f"method={method}", *overrides], log_dir, llm_micro_dir.parent)
     eval_tasks = llm_micro_card["eval_tasks"]
     assert eval_tasks == ["reverse"]
     # exact match and response CE per task, from our taskpool
@@ -50,11 +44,11 @@ def test_fw_merging_on_the_llm_pool_selects_the_objective_task_first(method, ove
 def test_stock_task_arithmetic_matches_the_pool_card(llm_micro_dir, llm_micro_card, tmp_path):
     """FusionBench's task arithmetic over all micro models (the LoRA one merged on load by FusionBench's
     load_peft_causal_lm) scores what the card's own formula over streamed LoRA deltas scores."""
-    report = run_cli(["method=task_arithmetic", "method.scaling_factor=1.0"], tmp_path / "ta", llm_micro_dir.parent)
+    report = run_on_pool(["method=task_arithmetic", "method.scaling_factor=1.0"], tmp_path / "ta", llm_micro_dir.parent)
     row = next(r for r in llm_micro_card["task_arithmetic"] if r["scaling"] == 1.0)
     one_sample = 1.0 / 48
     assert report["reverse"]["accuracy"] == pytest.approx(row["all"], abs=1.5 * one_sample)
-    report = run_cli(["method=task_arithmetic", "method.scaling_factor=1.0", "modelpool.tasks=[reverse]"], tmp_path / "ta1", llm_micro_dir.parent)
+    report = run_on_pool(["method=task_arithmetic", "method.scaling_factor=1.0", "modelpool.tasks=[reverse]"], tmp_path / "ta1", llm_micro_dir.parent)
     assert report["reverse"]["accuracy"] == pytest.approx(row["relevant"], abs=1.5 * one_sample)
 
 
