@@ -72,3 +72,23 @@ def test_a_lazily_loading_pool_merges_as_an_eager_one(llm_micro_dir):
     assert all(torch.equal(merged[True][n], merged[False][n]) for n in merged[False])
     assert any(not torch.equal(merged[False][n], p) for n, p in MiniCausalLMPool(variant="micro", cache_dir=str(llm_micro_dir.parent))
                .load_pretrained_model().named_parameters())  # the iteration moved the model
+
+
+def test_compare_on_the_llm_pool_writes_its_table_with_the_pool_card_row(llm_micro_dir, llm_micro_card, tmp_path):
+    """`fusion_bench_fw compare --pool llm-micro`: the LLM pool's configs, its eval tasks, its card's fine-tuned row."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FUSION_BENCH_FW_CACHE": str(llm_micro_dir.parent)}
+    command = [str(Path(sys.executable).with_name("fusion_bench_fw")), "compare", "--pool", "llm-micro", "--methods", "fw_hard,task_arithmetic",
+               "--fw-iters", "1", "--samples-per-task", "16", "--out", str(tmp_path / "cmp"), "--strict"]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert payload["eval_tasks"] == ["reverse"] and payload["build"] == llm_micro_dir.name
+    assert [r["method"] for r in payload["results"]] == ["fw_hard", "task_arithmetic"]
+    assert all(set(r["accuracy"]) == {"reverse"} for r in payload["results"])
+    assert "modelpool=mini-llm_micro taskpool=mini-llm_micro" in payload["results"][0]["command"]
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert f"| Individual fine-tuned (pool card) | {100 * llm_micro_card['tasks']['reverse']['finetuned']:.1f} |" in table
