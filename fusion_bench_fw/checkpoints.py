@@ -21,7 +21,7 @@ from safetensors import safe_open
 
 from .checkpoint_files import LORA, POOL_LOADER, STREAMING, CheckpointFiles, reader_counts, resolve_pool
 from .frank_wolfe.params import ParamDict
-from .safetensors_slices import SliceReader
+from .safetensors_slices import SliceReader, stored_prefix
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,11 @@ class PoolCheckpoints:
         """Slices of each parameter for the vertices ``indices`` at once (the block-major LMO pass),
         read from their safetensors files; None, so the caller streams them, unless every one of
         them is a safetensors checkpoint with every merged parameter (and ``prefer_safetensors``)."""
-        maps = [self._weight_map(self.names[index]) for index in indices]
-        if any(m is None for m in maps):
+        served = [self._served(self.names[index], STREAMING) for index in indices]
+        if any(s is None for s in served):
             return None
-        reader = SliceReader.open(maps, self.block_names, self.dtype)
+        maps = [files.weight_map for files, _ in served]
+        reader = SliceReader.open(maps, self.block_names, self.dtype, [prefix for _, prefix in served])
         if reader is not None:
             self.loads += len(maps)
             self.block_loads += len(maps)
@@ -111,51 +112,45 @@ class PoolCheckpoints:
 
     def load(self, name: str) -> ParamDict:
         self.loads += 1
-        weight_map = self._weight_map(name)
-        if weight_map is not None:
-            return self._read_safetensors(weight_map)
-        lora = self._lora(name)
+        served = self._served(name, STREAMING)
+        if served is not None:
+            return self._read_safetensors(*served)
+        lora = self._served(name, LORA)
         if lora is not None:
-            params = self._read_safetensors(lora.weight_map)
-            for block, delta in lora.adapter.deltas(self.block_names, self.dtype).items():
+            params = self._read_safetensors(*lora)
+            for block, delta in lora[0].adapter.deltas(self.block_names, self.dtype).items():
                 params[block] += delta
             return params
         return self._load_through_pool(name)
 
     def reader_of(self, name: str) -> str:
-        if self._weight_map(name) is not None:
+        if self._served(name, STREAMING) is not None:
             return STREAMING
-        return LORA if self._lora(name) is not None else POOL_LOADER
+        return LORA if self._served(name, LORA) is not None else POOL_LOADER
 
     def reader_counts(self) -> Dict[str, int]:
         """How many of the checkpoints each reader serves (the LoRA reader listed only when used)."""
         return reader_counts({name: CheckpointFiles(name, self.reader_of(name), "") for name in self.names})
 
-    def _served(self, name: str, reader: str) -> Optional[CheckpointFiles]:
-        """The resolved files of a checkpoint that ``reader`` (STREAMING or LORA) serves: safetensors
-        holding every merged parameter (an unusual key layout is left to the pool's loader and its errors)."""
+    def _served(self, name: str, reader: str) -> Optional[Tuple[CheckpointFiles, str]]:
+        """(resolved files, key prefix) of a checkpoint that ``reader`` (STREAMING, or LORA: its base
+        model's files) serves: safetensors holding every merged parameter, under its own name or
+        under one prefix (a head model's checkpoint, see ``stored_prefix``); an unusual key layout is
+        left to the pool's loader and its errors."""
         files = self.files.get(name)
         if not self.prefer_safetensors or files is None or files.reader != reader:
             return None
-        return files if all(block in files.weight_map for block in self.block_names) else None
+        prefix = stored_prefix(files.weight_map, self.block_names)
+        return None if prefix is None else (files, prefix)
 
-    def _lora(self, name: str) -> Optional[CheckpointFiles]:
-        """A LoRA entry whose base files hold every merged parameter (its vertex: base + deltas)."""
-        return self._served(name, LORA)
-
-    def _weight_map(self, name: str) -> Optional[Mapping[str, Path]]:
-        """The tensor -> file map of a checkpoint the plain streaming reader serves."""
-        files = self._served(name, STREAMING)
-        return files.weight_map if files is not None else None
-
-    def _read_safetensors(self, weight_map: Mapping[str, Path]) -> ParamDict:
+    def _read_safetensors(self, files: CheckpointFiles, prefix: str = "") -> ParamDict:
         by_file: Dict[Path, List[str]] = defaultdict(list)
         for block in self.block_names:
-            by_file[weight_map[block]].append(block)
+            by_file[files.weight_map[prefix + block]].append(block)
         params: ParamDict = {}
         for file, blocks in by_file.items():  # one shard open at a time
             with safe_open(str(file), framework="pt") as handle:
-                params.update({block: handle.get_tensor(block).to(self.dtype) for block in blocks})
+                params.update({block: handle.get_tensor(prefix + block).to(self.dtype) for block in blocks})
         return {block: params[block] for block in self.block_names}
 
     def _load_through_pool(self, name: str) -> ParamDict:

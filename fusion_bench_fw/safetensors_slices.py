@@ -55,6 +55,21 @@ def read_header(path: Path) -> Dict[str, TensorEntry]:
     }
 
 
+def stored_prefix(keys, names: Sequence[str]) -> Optional[str]:
+    """The prefix a checkpoint stores ``names`` under: "" for their own names; e.g. "transformer." for
+    a checkpoint saved from a model that wraps the base model (GPT2ForSequenceClassification around
+    GPT2Model: Hugging Face's from_pretrained strips this prefix the same way); None if neither."""
+    if all(name in keys for name in names):
+        return ""
+    first = names[0] if names else ""
+    for key in keys:
+        if key.endswith("." + first):
+            prefix = key[: len(key) - len(first)]
+            if all(prefix + name in keys for name in names):
+                return prefix
+    return None
+
+
 class SliceReader:
     """A :class:`~fusion_bench_fw.frank_wolfe.lmo.BlockReader` over safetensors checkpoints (one row per
     vertex), each a single file or a sharded set: ``weight_maps[row]`` maps a tensor name to its file.
@@ -62,8 +77,10 @@ class SliceReader:
     Use :meth:`open`, which returns None when the files cannot be read this way, then ``with``.
     """
 
-    def __init__(self, weight_maps: Sequence[Mapping[str, Path]], headers: Dict[Path, Dict[str, TensorEntry]], dtype: torch.dtype):
+    def __init__(self, weight_maps: Sequence[Mapping[str, Path]], headers: Dict[Path, Dict[str, TensorEntry]], dtype: torch.dtype,
+                 prefixes: Optional[Sequence[str]] = None):
         self.weight_maps = [dict(m) for m in weight_maps]
+        self.prefixes = list(prefixes) if prefixes is not None else [""] * len(self.weight_maps)
         self.headers = headers
         self.dtype = dtype
         self.fds: Dict[Path, int] = {}
@@ -75,29 +92,33 @@ class SliceReader:
             raise
 
     @classmethod
-    def open(cls, weight_maps: Sequence[Mapping[str, Path]], names: Sequence[str], dtype: torch.dtype) -> Optional["SliceReader"]:
+    def open(cls, weight_maps: Sequence[Mapping[str, Path]], names: Sequence[str], dtype: torch.dtype,
+             prefixes: Optional[Sequence[str]] = None) -> Optional["SliceReader"]:
         """None unless every checkpoint holds every name, in a floating dtype, with one shape across
-        checkpoints and a byte size that matches it (anything unusual is left to the regular loaders and their errors)."""
+        checkpoints and a byte size that matches it (anything unusual is left to the regular loaders and their errors).
+        ``prefixes[row]`` is put before each name in that checkpoint's files (``transformer.`` for a
+        head model's checkpoint read into its base model; see :func:`stored_prefix`)."""
         if not hasattr(os, "preadv") or sys.byteorder != "little":
             return None
+        prefixes = list(prefixes) if prefixes is not None else [""] * len(weight_maps)
         headers: Dict[Path, Dict[str, TensorEntry]] = {}
-        wanted = set(names)
         try:
-            for file in {Path(f) for m in weight_maps for n, f in m.items() if n in wanted}:
+            for file in {Path(m[p + n]) for m, p in zip(weight_maps, prefixes) for n in names if p + n in m}:
                 headers[file] = read_header(file)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
         for name in names:
-            entries = [headers[Path(m[name])].get(name) if name in m else None for m in weight_maps]
+            entries = [headers[Path(m[p + name])].get(p + name) if p + name in m else None for m, p in zip(weight_maps, prefixes)]
             if any(e is None or e.dtype is None or e.nbytes != e.numel * e.dtype.itemsize for e in entries):
                 return None
             if len({e.shape for e in entries}) != 1:
                 return None
-        return cls([{n: Path(f) for n, f in m.items()} for m in weight_maps], headers, dtype)
+        return cls([{n: Path(f) for n, f in m.items()} for m in weight_maps], headers, dtype, prefixes)
 
     def _entry(self, row: int, name: str) -> Tuple[Path, TensorEntry]:
-        file = self.weight_maps[row][name]
-        return file, self.headers[file][name]
+        key = self.prefixes[row] + name
+        file = self.weight_maps[row][key]
+        return file, self.headers[file][key]
 
     def numel(self, name: str) -> int:
         return self._entry(0, name)[1].numel

@@ -21,8 +21,9 @@ def registered() -> Dict[str, Type[ModelFamily]]:
     """Family name -> class. Built-ins are imported lazily: each pulls in its own FusionBench modules."""
     from .causal_lm import CausalLMFamily
     from .clip_vision import CLIPVisionFamily
+    from .gpt2_classification import GPT2ClassificationFamily
 
-    return {family.name: family for family in (CLIPVisionFamily, CausalLMFamily, *_EXTRA)}
+    return {family.name: family for family in (CLIPVisionFamily, CausalLMFamily, GPT2ClassificationFamily, *_EXTRA)}
 
 
 def family_for(modelpool, name: Optional[str] = None) -> Type[ModelFamily]:
