@@ -1,7 +1,7 @@
 """``fusion_bench_fw``: benchmark commands around the stock ``fusion_bench`` CLI.
 
-    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|llm-micro] [--methods a,b,...] [--out DIR]
-    fusion_bench_fw build [--variant ta20|micro|llm-ta16|llm-micro] [--seed N]
+    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|llm-micro|glue-ta8|glue-micro] [--methods a,b,...] [--out DIR]
+    fusion_bench_fw build [--variant ta20|micro|llm-ta16|llm-micro|glue-ta8|glue-micro] [--seed N]
     fusion_bench_fw card-adamerging [--pool ta20|micro] [--steps N]
     fusion_bench_fw hub-standin --out DIR [--shards K] [--dtype bf16] [--tiny]
 """
@@ -15,15 +15,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
-# pool name -> (modelpool config, taskpool config); "llm-" pools are the mini causal-LM pools
+# pool name -> (modelpool config, taskpool config); "llm-" pools are the mini causal-LM pools, "glue-"
+# the mini GPT-2 text-classification pools
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro"),
-         "llm-ta16": ("mini-llm_TA16", "mini-llm_TA16"), "llm-micro": ("mini-llm_micro", "mini-llm_micro")}
+         "llm-ta16": ("mini-llm_TA16", "mini-llm_TA16"), "llm-micro": ("mini-llm_micro", "mini-llm_micro"),
+         "glue-ta8": ("mini-glue_TA8", "mini-glue_TA8"), "glue-micro": ("mini-glue_micro", "mini-glue_micro")}
 DEFAULT_METHODS = (
     "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
     "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
 )
 # the stock merges that run on a causal-LM pool (the others are CLIP-only in FusionBench or here)
 LLM_METHODS = "fw_soft,fw_hard,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,pretrained"
+# on a GPT-2 classification pool: FusionBench's GPT-2 Fisher merging and RegMean besides the data-free merges
+GLUE_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,ties_merging,fisher_merging_gpt2,regmean_gpt2,pretrained"
+
+
+def default_methods(pool: str) -> str:
+    if pool.startswith("llm-"):
+        return LLM_METHODS
+    return GLUE_METHODS if pool.startswith("glue-") else DEFAULT_METHODS
 
 
 def pool_build(pool: str, seed: int):
@@ -34,6 +44,12 @@ def pool_build(pool: str, seed: int):
 
         build_dir = ensure_llm_built(pool[len("llm-"):], seed=seed)
         return build_dir, list(LLMManifest.load(build_dir).eval_tasks), json.loads((build_dir / "card.json").read_text())
+    if pool.startswith("glue-"):
+        from .mini_glue.build import ensure_glue_built
+        from .mini_llm.manifest import LLMManifest as TextPoolManifest
+
+        build_dir = ensure_glue_built(pool[len("glue-"):], seed=seed)
+        return build_dir, list(TextPoolManifest.load(build_dir).eval_tasks), json.loads((build_dir / "card.json").read_text())
     from .mini import ensure_built
     from .mini.manifest import load_manifest
 
@@ -68,7 +84,7 @@ def cmd_compare(args) -> int:
     modelpool, taskpool = POOLS[args.pool]
     specs = method_specs(eval_tasks, fw_iters=args.fw_iters, samples_per_task=args.samples_per_task, adamerging_steps=args.adamerging_steps, inner_steps=args.inner_steps,
                          df_merge_steps=(args.df_merge_init_points, args.df_merge_iters))
-    methods = args.methods or (LLM_METHODS if args.pool.startswith("llm-") else DEFAULT_METHODS)
+    methods = args.methods or default_methods(args.pool)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in specs]
     if unknown:

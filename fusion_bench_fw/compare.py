@@ -59,6 +59,9 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         "fisher_merging": MethodSpec("Fisher merging (256 train images of every pool task)", ["method=fisher_merging/clip_fisher_merging", "method.num_fisher_examples=256"]),
         "regmean": MethodSpec("RegMean (256 train images of every pool task)", ["method=regmean/clip_regmean", "method.num_regmean_examples=256"]),
         "regmean_plusplus": MethodSpec("RegMean++ (256 train images of every pool task)", ["method=regmean_plusplus_clip", "method.num_regmean_examples=256"]),
+        # the same for GPT-2 text classifiers (FusionBench's gpt2 configs: 256 train rows of every pool task)
+        "fisher_merging_gpt2": MethodSpec("Fisher merging (256 train rows of every pool task)", ["method=fisher_merging/gpt2_fisher_merging", "method.num_fisher_examples=256"]),
+        "regmean_gpt2": MethodSpec("RegMean (256 train rows of every pool task)", ["method=regmean/gpt2_regmean", "method.num_regmean_examples=256"]),
         "dare_task_arithmetic": MethodSpec("DARE + task arithmetic (drop 0.5, 0.3)", ["method=dare/task_arithmetic", "method.sparsity_ratio=0.5", "method.scaling_factor=0.3"]),
         "dare_ties": MethodSpec("DARE + TIES (drop 0.5, 0.3)", ["method=dare/ties_merging", "method.sparsity_ratio=0.5", "method.scaling_factor=0.3"]),
         # DF-Merge (ours): the same train samples per eval task as FW-Merging, Fisher on 30 of them
@@ -75,6 +78,11 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         "fw_hard": MethodSpec(
             "FW-hard (ours)",
             ["method=fw_hard", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}"],
+        ),
+        # the paper's setting for language models: layer-wise FW-hard from task arithmetic
+        "fw_hard_from_ta": MethodSpec(
+            "FW-hard from task arithmetic (ours)",
+            ["method=fw_hard", f"method.max_iters={fw_iters}", f"method.samples_per_task={samples_per_task}", f"method.objective_tasks={tasks}", "method.init=task_arithmetic"],
         ),
         "fw_soft": MethodSpec(
             "FW-soft (ours)",

@@ -34,7 +34,7 @@ def new_llama(variant: LLMVariant, tokenizer, seed: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def _optimise(model: nn.Module, parameters, steps: int, lr: float, loss_of_step) -> None:
+def optimise(model: nn.Module, parameters, steps: int, lr: float, loss_of_step) -> None:
     """AdamW with warm-up and cosine decay (Hugging Face's schedule), ``steps`` steps."""
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
@@ -61,7 +61,7 @@ def pretrain(model: LlamaForCausalLM, tokenizer, lines: Sequence[str], variant: 
         labels = input_ids.masked_fill(mask == 0, IGNORE)
         return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
 
-    _optimise(model, [p for p in model.parameters() if p.requires_grad], variant.pretrain_steps, variant.pretrain_lr, loss_of_step)
+    optimise(model, [p for p in model.parameters() if p.requires_grad], variant.pretrain_steps, variant.pretrain_lr, loss_of_step)
 
 
 def response_loss(model: nn.Module, batch) -> torch.Tensor:
@@ -72,7 +72,7 @@ def response_loss(model: nn.Module, batch) -> torch.Tensor:
 
 def finetune(model: nn.Module, tokenizer, pairs: List[Tuple[str, str]], steps: int, batch_size: int, lr: float, seed: int) -> None:
     rng = random.Random(seed)
-    _optimise(model, [p for p in model.parameters() if p.requires_grad], steps, lr,
+    optimise(model, [p for p in model.parameters() if p.requires_grad], steps, lr,
               lambda _step: response_loss(model, encode_pairs(tokenizer, rng.sample(pairs, min(batch_size, len(pairs))))))
 
 
