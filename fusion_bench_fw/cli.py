@@ -113,7 +113,10 @@ def cmd_compare(args) -> int:
         results = kept + list(fresh.values())
         commands = earlier.get("commands", [earlier["command"]]) + commands
     individual = {t: card["tasks"][t]["finetuned"] for t in eval_tasks} if "tasks" in card else {}
-    table = markdown_table(results, eval_tasks, extra_rows=[("Individual fine-tuned (pool card)", individual)] if individual else [])
+    # text pools report the paper's normalised score (accuracy over each task's own fine-tune) beside the average
+    normalise_by = individual if args.pool.startswith("glue-") and individual else None
+    table = markdown_table(results, eval_tasks, extra_rows=[("Individual fine-tuned (pool card)", individual)] if individual else [],
+                           normalise_by=normalise_by)
     title = f"mini-{args.pool} pool ({build_dir.name}): accuracy on its {len(eval_tasks)} eval tasks"
     machine = machine_description()
     (out / "compare.json").write_text(json.dumps({"command": command, "commands": commands, "machine": machine, "pool": args.pool, "build": build_dir.name, "eval_tasks": eval_tasks, "results": [asdict(r) for r in results]}, indent=1))

@@ -18,7 +18,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 FUSION_BENCH = str(Path(sys.executable).with_name("fusion_bench"))
 
@@ -165,20 +165,31 @@ def machine_description() -> Dict[str, str]:
     }
 
 
-def markdown_table(results: Sequence[RunResult], tasks: Sequence[str], extra_rows: Sequence[tuple] = ()) -> str:
-    header = "| Method | " + " | ".join(tasks) + " | Avg. | Time (s) |"
-    lines = [header, "|" + "---|" * (len(tasks) + 3)]
+def normalised_score(accuracy: Mapping[str, float], reference: Mapping[str, float], tasks: Sequence[str]) -> float:
+    """The paper's normalised score: accuracy on each task over that task's own fine-tune's, averaged."""
+    return sum(accuracy[t] / reference[t] for t in tasks) / len(tasks)
+
+
+def markdown_table(results: Sequence[RunResult], tasks: Sequence[str], extra_rows: Sequence[tuple] = (),
+                   normalise_by: Optional[Mapping[str, float]] = None) -> str:
+    """One row per method; with ``normalise_by`` (each task's fine-tuned accuracy) a normalised-score column."""
+    norm = normalise_by is not None and all(normalise_by.get(t) for t in tasks)
+    header = "| Method | " + " | ".join(tasks) + " | Avg. |" + (" Norm. |" if norm else "") + " Time (s) |"
+    lines = [header, "|" + "---|" * (len(tasks) + 3 + int(norm))]
+    norm_cell = lambda accuracy: f" {100 * normalised_score(accuracy, normalise_by, tasks):.1f} |" if norm else ""  # noqa: E731
     for label, accuracy in extra_rows:
         cells = [f"{100 * accuracy[t]:.1f}" if t in accuracy else "-" for t in tasks]
-        avg = sum(accuracy[t] for t in tasks) / len(tasks) if all(t in accuracy for t in tasks) else None
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if avg is None else f'{100 * avg:.1f}'} | - |")
+        complete = all(t in accuracy for t in tasks)
+        avg = sum(accuracy[t] for t in tasks) / len(tasks) if complete else None
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if avg is None else f'{100 * avg:.1f}'} |"
+                     + (norm_cell(accuracy) if complete else (" - |" if norm else "")) + " - |")
     for result in results:
         if result.error:
-            lines.append(f"| {result.label} | " + " | ".join("-" for _ in tasks) + f" | failed: {result.error[:60]} | {result.seconds:.0f} |")
+            lines.append(f"| {result.label} | " + " | ".join("-" for _ in tasks) + f" | failed: {result.error[:60]} |" + (" - |" if norm else "") + f" {result.seconds:.0f} |")
             continue
         cells = [f"{100 * result.accuracy.get(t, float('nan')):.1f}" for t in tasks]
         avg = average(result, tasks)
-        lines.append(f"| {result.label} | " + " | ".join(cells) + f" | **{100 * avg:.1f}** | {result.seconds:.0f} |")
+        lines.append(f"| {result.label} | " + " | ".join(cells) + f" | **{100 * avg:.1f}** |" + norm_cell(result.accuracy) + f" {result.seconds:.0f} |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusion_bench_fw.compare import failure_line
+from fusion_bench_fw.compare import RunResult, failure_line, markdown_table
 
 
 def test_a_failed_runs_error_is_its_exception_line_not_hydras_hint():
@@ -17,3 +17,14 @@ Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.
     assert failure_line(stderr) == "ValueError: State dict at index 2 is empty"
     assert failure_line("killed\n") == "killed"  # no exception line: the last line
     assert failure_line("") == "(no stderr)"
+
+
+def test_the_normalised_score_divides_each_task_by_its_own_fine_tune():
+    fine_tuned = {"a": 0.8, "b": 0.5}
+    rows = [RunResult("m", "M", "cmd", 2.0, {"a": 0.4, "b": 0.5}, None), RunResult("f", "F", "cmd", 1.0, {}, "boom")]
+    table = markdown_table(rows, ["a", "b"], extra_rows=[("FT", fine_tuned)], normalise_by=fine_tuned).splitlines()
+    assert table[0] == "| Method | a | b | Avg. | Norm. | Time (s) |"
+    assert table[2] == "| FT | 80.0 | 50.0 | 65.0 | 100.0 | - |"
+    assert table[3] == "| M | 40.0 | 50.0 | **45.0** | 75.0 | 2 |"  # (0.4/0.8 + 0.5/0.5) / 2, not 45 / 65
+    assert table[4].startswith("| F | - | - | failed: boom | - |")
+    assert "Norm." not in markdown_table(rows, ["a", "b"])
