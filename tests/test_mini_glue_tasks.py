@@ -1,7 +1,8 @@
 """The mini-glue tasks, data sets and pretraining corpus (fast, CPU only).
 
-The label checks re-derive each label from the texts with rules written here, using only the module's
-word lists (which words are nouns, verbs, synonyms, opposites), not its generators.
+The label checks re-derive each label from the texts with rules written here, using only the lexicon's
+word lists (which words are nouns, verbs, colours, adverbs of time, synonyms, opposites), not its
+generators.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from collections import Counter
 import pytest
 
 from fusion_bench_fw.mini_glue import tasks as mg
+from fusion_bench_fw.mini_glue.lexicon import (
+    ANTONYMS, CATEGORIES, COLOURS, DESCRIPTIVE, INTRANSITIVE, MANNER_ADVERBS, NEGATIVE, NOUNS, POSITIVE,
+    PREPOSITIONS, SYNONYMS, TIME_ADVERBS, TRANSITIVE,
+)
 from fusion_bench_fw.mini_glue.tasks import (
-    ANTONYMS, CATEGORIES, COLOURS, DESCRIPTIVE, EVAL_TASKS, INTRANSITIVE, MAX_SPLIT, MAX_WORDS, NEGATIVE, NOUNS,
-    POSITIVE, PREPOSITIONS, SYNONYMS, TASK_ORDER, TASKS, TIME_ADVERBS, TRANSITIVE, TextClassificationTask,
-    get_task, pretraining_corpus, task_split, vocabulary, write_datasets,
+    EVAL_TASKS, MAX_SPLIT, MAX_WORDS, TASK_ORDER, TASKS, TextClassificationTask, get_task, pretraining_corpus,
+    task_split, vocabulary, write_datasets,
 )
 
 GLUE_COLUMNS = {
@@ -102,18 +106,27 @@ def nli_label(premise: str, hypothesis: str) -> int:
     return 0 if not added and is_subsequence(h, p) else 1
 
 
-def answers(question: str, sentence: str) -> bool:
-    q, s = question.split(), sentence.split()[:-1]
-    [vi] = [i for i, w in enumerate(s) if w in BASE | THIRD]
-    if q[0] == "who":
-        obj = q[2:-1]
-        return LEMMA.get(s[vi], s[vi]) == LEMMA[q[1]] and s[vi + 1:vi + 1 + len(obj)] == obj
-    ok = s[:vi] == q[2:-2] and LEMMA.get(s[vi], s[vi]) == q[-2]
-    if q[0] == "where":
-        ok = ok and any(w in PREPOSITIONS for w in s[vi + 1:])
-    if q[0] == "when":
-        ok = ok and any(w in TIME_ADVERBS for w in s[vi + 1:])
-    return ok
+def words_of(text: str):
+    return text.split()[:-1]  # without the final "." or "?"
+
+
+def subject_number(sentence: str) -> str:
+    return number(next(w for w in sentence.split() if w in CATEGORY_OF))
+
+
+# The four word-class pair tasks: the label is the task's "positive" label iff sentence1's feature AND
+# sentence2's feature hold. task -> (positive label, feature of sentence1, feature of sentence2).
+PAIR_RULES = {
+    "qa_match": (0, lambda q: q.split()[0] == "where", lambda s: any(w in PREPOSITIONS for w in s.split())),
+    "question_dup": (1, lambda q: any(w in POSITIVE for w in q.split()), lambda q: q.split()[0] == "what"),
+    "entailment": (0, lambda s: any(w in MANNER_ADVERBS for w in s.split()), lambda s: "very" in s.split()),
+    "paraphrase": (1, lambda s: any(w in DESCRIPTIVE for w in s.split()), lambda s: subject_number(s) == "S"),
+}
+
+
+def pair_label(task: str, s1: str, s2: str) -> int:
+    positive, first, second = PAIR_RULES[task]
+    return positive if first(s1) and second(s2) else 1 - positive
 
 
 @pytest.mark.parametrize("sentence, ok", [
@@ -136,18 +149,30 @@ def test_nli_rule_hand_checked(premise, hypothesis, label):
     assert nli_label(premise, hypothesis) == label
 
 
-@pytest.mark.parametrize("question, sentence, ok", [
-    ("what does the cat eat ?", "the cat eats the cake .", True),
-    ("what does the cat eat ?", "the dog eats the cake .", False),
-    ("what does the cat eat ?", "the cat sees the cake .", False),
-    ("who sees the cake ?", "the cats see the cake today .", True),
-    ("who sees the cake ?", "the cats see the pie .", False),
-    ("where do the cats sleep ?", "the cats sleep in the park .", True),
-    ("where do the cats sleep ?", "the cats sleep today .", False),
-    ("when does a cat run ?", "a cat runs tonight .", True),
+@pytest.mark.parametrize("task, s1, s2, label", [
+    ("qa_match", "where does the cat sleep ?", "the cat rests in the park .", 0),
+    ("qa_match", "where do two dogs see a cat ?", "two dogs watch a cat near the farm .", 0),
+    ("qa_match", "when does the cat sleep ?", "the cat sleeps in the park .", 1),
+    ("qa_match", "where does the cat sleep ?", "the cat sleeps and is happy .", 1),
+    ("qa_match", "when do the dogs eat the cake ?", "the dogs munch the cake and are red .", 1),
+    ("question_dup", "what does the nice red cat see ?", "what does the red cat watch ?", 1),
+    ("question_dup", "what does a lovely apple hold ?", "what does an apple carry ?", 1),
+    ("question_dup", "what does the rude cat see ?", "what does the cat watch ?", 0),
+    ("question_dup", "what does the nice cat see ?", "who does the cat watch ?", 0),
+    ("question_dup", "what do the sad dogs eat ?", "who do the dogs munch ?", 0),
+    ("entailment", "the big dog runs quietly .", "the dog is very large .", 0),
+    ("entailment", "the small boat waits at the town often .", "the ship is very little .", 0),
+    ("entailment", "the big dog runs today .", "the dog is very big .", 1),
+    ("entailment", "the big dog runs quietly .", "the dog is not big .", 1),
+    ("entailment", "some old cats see the cake in the park late .", "some cats are not old .", 1),
+    ("paraphrase", "the big dog runs .", "the dog races .", 1),
+    ("paraphrase", "every old boat sees the cats in the park .", "every ship watches the cats in the park .", 1),
+    ("paraphrase", "the red dog runs .", "the dog races .", 0),
+    ("paraphrase", "the big dog runs .", "the dogs race .", 0),
+    ("paraphrase", "a blue van holds the cake .", "some vans carry the cake .", 0),
 ])
-def test_qa_rule_hand_checked(question, sentence, ok):
-    assert answers(question, sentence) is ok
+def test_pair_rules_hand_checked(task, s1, s2, label):
+    assert pair_label(task, s1, s2) == label
 
 
 def test_word_lists():
@@ -273,20 +298,6 @@ def test_topic_labels(splits):
         assert agrees(text), text
 
 
-def test_paraphrase_labels(splits):
-    for (s1, s2), label in splits["paraphrase"]:
-        a, b = s1.split(), s2.split()
-        assert len(a) == len(b) and agrees(s1) and agrees(s2), (s1, s2)
-        diffs = [(x, y) for x, y in zip(a, b) if LEMMA.get(x, x) != LEMMA.get(y, y)]
-        changed = [(x, y) for x, y in diffs if head(x) != head(y)]
-        assert diffs, s1
-        if label == 1:
-            assert not changed, (s1, s2)
-        else:
-            [(x, y)] = changed
-            assert (x in CATEGORY_OF and y in CATEGORY_OF) or (x in BASE | THIRD and y in BASE | THIRD), (s1, s2)
-
-
 def test_nli_labels(splits):
     for (premise, hypothesis), label in splits["nli"]:
         assert agrees(premise) and agrees(hypothesis), (premise, hypothesis)
@@ -301,33 +312,68 @@ def test_nli_labels(splits):
     assert len(lengths[0] & lengths[1]) and len(lengths[1] & lengths[2])
 
 
+def heads(words):
+    return [head(w) for w in words]
+
+
 def test_qa_match_labels(splits):
-    kinds = Counter()
     for (question, sentence), label in splits["qa_match"]:
+        assert pair_label("qa_match", question, sentence) == label, (question, sentence, label)
+        q, s = words_of(question), words_of(sentence)
         assert question.endswith(" ?") and sentence.endswith(" .") and agrees(sentence)
-        assert answers(question, sentence) == (label == 0), (question, sentence, label)
-        kinds[question.split()[0]] += 1
-    assert set(kinds) == {"what", "who", "where", "when"}
+        assert q[0] in ("where", "when") and not set(s) & set(TIME_ADVERBS), (question, sentence)
+        tail = s[len(q) - 2:]  # the sentence restates the question's clause, then ends in its tail
+        assert heads(s[:len(q) - 2]) == heads(q[2:]), (question, sentence)
+        assert (tail[0] in PREPOSITIONS and tail[1] == "the" and CATEGORY_OF[tail[2]] == "place"
+                or tail[:2] in (["and", "is"], ["and", "are"]) and tail[2] in ADJS) and len(tail) == 3, sentence
 
 
 def test_question_dup_labels(splits):
-    swapped = 0
     for (q1, q2), label in splits["question_dup"]:
-        assert q1.endswith(" ?") and q2.endswith(" ?") and q1 != q2
-        same = Counter(map(head, q1.split())) == Counter(map(head, q2.split()))
-        assert same == (label == 1), (q1, q2, label)
-        swapped += label == 1 and q1.split() != q2.split() and sorted(q1.split()) == sorted(q2.split())
-    assert swapped > 50  # the reordered "and" is one of the rewordings
+        assert pair_label("question_dup", q1, q2) == label, (q1, q2, label)
+        a, b = words_of(q1), words_of(q2)
+        assert q1.endswith(" ?") and q2.endswith(" ?") and a[0] == "what" and b[0] in ("what", "who")
+        [opinion] = [w for w in a if w in POSITIVE or w in NEGATIVE]
+        assert not set(b) & set(POSITIVE + NEGATIVE + DESCRIPTIVE), q2
+        rest = [w for w in a[1:] if w != opinion]
+        assert heads(rest) == heads(b[1:]) and rest != b[1:], (q1, q2)  # reworded, never the same words
 
 
 def test_entailment_labels(splits):
     for (s1, s2), label in splits["entailment"]:
-        clauses = s1[:-2].split(" and ")
-        assert len(clauses) == 2 and all(agrees(c + " .") for c in clauses) and agrees(s2), (s1, s2)
-        assert (s2[:-2] in clauses) == (label == 0), (s1, s2, label)
-        if label == 1:  # the subject of one clause, the verb of the other
-            subjects = [c.split()[:next(i for i, w in enumerate(c.split()) if w in CATEGORY_OF) + 1] for c in clauses]
-            assert any(s2.split()[:len(s)] == s for s in subjects), (s1, s2)
+        assert pair_label("entailment", s1, s2) == label, (s1, s2, label)
+        a, b = words_of(s1), words_of(s2)
+        assert agrees(s1) and agrees(s2) and "not" not in a, s1
+        assert a[-1] in TIME_ADVERBS + MANNER_ADVERBS and not set(a[:-1]) & set(TIME_ADVERBS + MANNER_ADVERBS), s1
+        assert b[-3] in ("is", "are") and b[-2] in ("very", "not") and len(b) in (5, 6), s2
+        subject = a[:next(i for i, w in enumerate(a) if w in CATEGORY_OF) + 1]
+        assert subject[-2] in DESCRIPTIVE and heads(b[-1:]) == heads(subject[-2:-1]), (s1, s2)
+        assert heads(subject[:-2] + subject[-1:]) == heads(b[:-3]), (s1, s2)
+
+
+def test_paraphrase_labels(splits):
+    for (s1, s2), label in splits["paraphrase"]:
+        assert pair_label("paraphrase", s1, s2) == label, (s1, s2, label)
+        a, b = words_of(s1), words_of(s2)
+        assert agrees(s1) and agrees(s2) and subject_number(s1) == "S", s1
+        [adj] = [w for w in a if w in ADJS]
+        assert adj in COLOURS + DESCRIPTIVE and a[a.index(adj) + 1] in CATEGORY_OF and not set(b) & ADJS, s1
+        rest = [w for w in a if w != adj]
+        assert len(rest) == len(b) and rest != b, (s1, s2)  # reworded, maybe in the plural: same meanings
+        assert all(head(x) == head(y) or x in SING_DETS and y in PLUR_DETS for x, y in zip(rest, b)), (s1, s2)
+
+
+@pytest.mark.parametrize("name", list(PAIR_RULES))
+def test_neither_sentence_alone_gives_the_label(splits, name):
+    """Where one sentence's feature holds, both labels are common (the other sentence decides), and each
+    sentence's length says nothing about its feature."""
+    positive, *features = PAIR_RULES[name]
+    for side, feature in enumerate(features):
+        holds = [label for texts, label in splits[name] if feature(texts[side])]
+        share = Counter(holds)[positive] / len(holds)
+        assert 0.25 < share < 0.75 and 0.6 < len(holds) / 3000 < 0.85, (side, share, len(holds))
+        lengths = {f: [len(t[side].split()) for t, _ in splits[name] if feature(t[side]) == f] for f in (True, False)}
+        assert abs(sum(lengths[True]) / len(lengths[True]) - sum(lengths[False]) / len(lengths[False])) < 0.25
 
 
 def test_write_datasets(tmp_path):
@@ -378,9 +424,10 @@ def test_pretraining_corpus():
     assert sum(" not " in line for line in lines) > 300 and sum(line.endswith("?") for line in lines) > 300
 
 
-@pytest.mark.parametrize("name", ["sentiment", "topic"])
-def test_bag_of_words_learns_single_sentence_tasks(name):
-    """A linear model on word/bigram counts solves these from 1000 examples, so the rules are learnable."""
+@pytest.mark.parametrize("name", ["sentiment", "topic", *PAIR_RULES])
+def test_bag_of_words_learns_word_class_tasks(name):
+    """A linear model on word/bigram counts solves these from 1000 examples, so the rules are learnable
+    (each pair task's label is an AND of two word-class features, one per sentence)."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -388,7 +435,7 @@ def test_bag_of_words_learns_single_sentence_tasks(name):
     train = task_split(task, 1000, seed=21)
     test = task_split(task, 400, seed=22, exclude={t for t, _ in train})
     vec = CountVectorizer(ngram_range=(1, 2), token_pattern=r"[^ ]+")
-    x_train = vec.fit_transform([" ".join(t) for t, _ in train])
+    x_train = vec.fit_transform([" | ".join(t) for t, _ in train])
     model = LogisticRegression(max_iter=2000).fit(x_train, [label for _, label in train])
-    accuracy = model.score(vec.transform([" ".join(t) for t, _ in test]), [label for _, label in test])
+    accuracy = model.score(vec.transform([" | ".join(t) for t, _ in test]), [label for _, label in test])
     assert accuracy >= 0.9, accuracy
