@@ -135,3 +135,21 @@ def llm_micro_card(llm_micro_dir) -> dict:
     import json
 
     return json.loads((llm_micro_dir / "card.json").read_text())
+
+
+# --- mini GLUE pool fixtures ---
+
+
+@pytest.fixture(scope="session")
+def glue_micro_dir(micro_cache_dir) -> Path:
+    """The build directory of the mini GLUE (GPT-2) pool's micro variant, seed 0 (under a minute on 2 cores)."""
+    from fusion_bench_fw.mini_glue.build import ensure_glue_built
+
+    return ensure_glue_built("micro", seed=0, cache_dir=micro_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def glue_micro_card(glue_micro_dir) -> dict:
+    import json
+
+    return json.loads((glue_micro_dir / "card.json").read_text())
