@@ -160,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare = sub.add_parser("compare", help="run FW-Merging and FusionBench baselines on a mini pool, write a table")
     compare.add_argument("--pool", choices=sorted(POOLS), default="ta20")
     compare.add_argument("--seed", type=int, default=0, help="mini pool builder seed")
-    compare.add_argument("--methods", help=f"comma-separated; default for CLIP pools: {DEFAULT_METHODS}; for llm- pools: {LLM_METHODS}")
+    compare.add_argument("--methods", help=f"comma-separated; default for CLIP pools: {DEFAULT_METHODS}; for llm- pools: {LLM_METHODS}; for glue- pools: {GLUE_METHODS}")
     compare.add_argument("--out", help="output folder (default: benchmarks/results/compare_<pool>)")
     compare.add_argument("--fw-iters", type=int, default=15, help="FW iterations (paper: 15 for FW-soft)")
     compare.add_argument("--samples-per-task", type=int, default=100)
