@@ -18,7 +18,7 @@ from typing import Dict
 import torch
 
 from ..mini.cache import cache_root, is_complete_marker, publish_build
-from ..mini_llm.build import _seed
+from ..mini_llm.build import derived_seed
 from ..mini_llm.manifest import LLMManifest as TextPoolManifest
 from .tasks import get_task, pretraining_corpus, write_datasets
 from .variants import BUILDER_VERSION, GlueVariant, get_variant
@@ -63,7 +63,7 @@ def build_glue_pool(variant: GlueVariant, seed: int, out: Path) -> None:
     torch.set_num_threads(1)
     try:
         raw = write_datasets(out / "raw", variant.tasks, variant.n_train, variant.n_test, seed)
-        corpus = pretraining_corpus(variant.pretrain_lines, _seed(seed, "corpus"))
+        corpus = pretraining_corpus(variant.pretrain_lines, derived_seed(seed, "corpus"))
         texts = [" ".join(row[c] for c in get_task(t).columns) for t in variant.tasks for row in load_from_disk(raw[t]["train"])]
         build_gpt2_tokenizer(corpus + texts, out / "tokenizer", variant.vocab_size)
         tokenizer = load_tokenizer(out / "tokenizer")
@@ -74,8 +74,8 @@ def build_glue_pool(variant: GlueVariant, seed: int, out: Path) -> None:
                 tokenize_split(path, out / "data" / task / split, task, tokenizer, variant.max_length)
                 datasets[task][split] = str(out / "data" / task / split)
         shutil.rmtree(out / "raw")  # the tokenized rows keep their text columns
-        model = new_gpt2(variant, tokenizer, _seed(seed, "init"))
-        pretrain(model, tokenizer, corpus, variant, _seed(seed, "pretrain"))
+        model = new_gpt2(variant, tokenizer, derived_seed(seed, "init"))
+        pretrain(model, tokenizer, corpus, variant, derived_seed(seed, "pretrain"))
         model.transformer.save_pretrained(out / "base")  # the backbone, as the hub's gpt2 holds it
         tokenizer.save_pretrained(out / "base")
         log.info("mini GLUE %s: base model pretrained in %.0f s", variant.name, time.perf_counter() - started)
@@ -83,7 +83,7 @@ def build_glue_pool(variant: GlueVariant, seed: int, out: Path) -> None:
         for task in variant.tasks:
             train = load_from_disk(datasets[task]["train"]).select_columns(["input_ids", "attention_mask", "label"])
             jobs.append(GlueFinetuneJob(task, str(out / "base"), train.to_list(), list(get_task(task).label_names), tokenizer.pad_token_id,
-                                        variant, _seed(seed, f"finetune/{task}"), str(out / "models" / task)))
+                                        variant, derived_seed(seed, f"finetune/{task}"), str(out / "models" / task)))
         run_jobs(jobs, worker=run_glue_job)
     finally:
         torch.set_num_threads(threads)

@@ -26,7 +26,8 @@ def build_name(variant: str, seed: int) -> str:
     return f"llm-{variant}-v{BUILDER_VERSION}-seed{seed}"
 
 
-def _seed(seed: int, label: str) -> int:
+def derived_seed(seed: int, label: str) -> int:
+    """A 32-bit seed for one part of a build (corpus, init, one fine-tune), fixed by the build seed and the label."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{label}".encode()).digest()[:4], "little")
 
 
@@ -45,17 +46,17 @@ def build_llm_pool(variant: LLMVariant, seed: int, out: Path) -> None:
     try:
         datasets = write_datasets(out / "data", variant.tasks, variant.n_train, variant.n_test, seed)
         train = {t: list(zip(*[load_from_disk(datasets[t]["train"])[c] for c in ("prompt", "response")])) for t in variant.tasks}
-        corpus = pretraining_corpus(variant.pretrain_lines, _seed(seed, "corpus"))
+        corpus = pretraining_corpus(variant.pretrain_lines, derived_seed(seed, "corpus"))
         tokenizer = build_tokenizer(corpus + [p + r for pairs in train.values() for p, r in pairs], out / "tokenizer", variant.vocab_size)
-        model = new_llama(variant, tokenizer, _seed(seed, "init"))
+        model = new_llama(variant, tokenizer, derived_seed(seed, "init"))
         # a little of every pool task (train pairs only, never a test prompt), as web text holds a little of everything
         seen = [p + r for pairs in train.values() for p, r in pairs[: variant.pretrain_task_pairs]]
-        pretrain(model, tokenizer, corpus + seen, variant, _seed(seed, "pretrain"))
+        pretrain(model, tokenizer, corpus + seen, variant, derived_seed(seed, "pretrain"))
         model.save_pretrained(out / "base")
         tokenizer.save_pretrained(out / "base")
         log.info("mini LLM %s: base model pretrained in %.0f s", variant.name, time.perf_counter() - started)
         jobs = [LLMFinetuneJob(task, str(out / "base"), str(out / "tokenizer"), train[task], variant, task in variant.lora_tasks,
-                               _seed(seed, f"finetune/{task}"), str(out / ("adapters" if task in variant.lora_tasks else "models") / task))
+                               derived_seed(seed, f"finetune/{task}"), str(out / ("adapters" if task in variant.lora_tasks else "models") / task))
                 for task in variant.tasks]
         run_jobs(jobs, worker=run_llm_job)
     finally:
