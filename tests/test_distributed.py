@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -34,11 +35,16 @@ def run(method, devices, tmp_path, cache_dir, pool="mini-clip_micro"):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-6000:]
     trajectory = json.loads((out / "fw_trajectory.json").read_text())
-    return load_file(str(out / "merged" / "model.safetensors")), trajectory
+    merged = out / "merged"
+    # CLIP and LLM pools save a Hugging Face model directory; FusionBench's GPT-2 pool (its BaseModelPool
+    # save_model) a torch state-dict file at the path itself
+    weights = torch.load(merged, weights_only=True) if merged.is_file() else load_file(str(merged / "model.safetensors"))
+    return weights, trajectory
 
 
-# the CLIP vision family and the causal-LM family (full fine-tunes and a LoRA adapter)
-POOLS = {"mini-clip_micro": "micro_pool", "mini-llm_micro": "llm_micro_dir"}
+# the CLIP vision family, the causal-LM family (full fine-tunes and a LoRA adapter) and the GPT-2
+# text-classification family (per-task heads)
+POOLS = {"mini-clip_micro": "micro_pool", "mini-llm_micro": "llm_micro_dir", "mini-glue_micro": "glue_micro_dir"}
 
 
 @pytest.mark.parametrize("pool", sorted(POOLS))
