@@ -12,6 +12,7 @@ import hashlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional
@@ -50,16 +51,26 @@ def scrub_denormals(module: torch.nn.Module) -> None:
             p.masked_fill_(p.abs() < tiny, 0.0)
 
 
+@contextmanager
+def one_thread():
+    """torch on one intra-op thread for the block, restored after: builds and their fine-tunes run
+    single-threaded (results depend on the thread count; parallelism comes from worker processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_job(job: FinetuneJob) -> str:
     """Fine-tune one task's vision tower and save it; runs in a worker or in-process."""
     from transformers import CLIPModel
 
     from .training import TaskTensors, ZeroShotHead, finetune_vision
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    try:
+    with one_thread():
         clip = CLIPModel.from_pretrained(job.clip_dir)
         head = ZeroShotHead(clip, job.text_embeds)
         task = TaskTensors(job.task, [], [], job.train_x, job.train_y, job.train_x[:0], job.train_y[:0])
@@ -67,8 +78,6 @@ def run_job(job: FinetuneJob) -> str:
         model = finetune_vision(clip, head, task, job.variant, gen, anchor=job.anchor)
         scrub_denormals(model)
         model.save_pretrained(job.out_dir)
-    finally:
-        torch.set_num_threads(threads)
     return job.task
 
 

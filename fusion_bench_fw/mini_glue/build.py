@@ -15,19 +15,13 @@ import time
 from pathlib import Path
 from typing import Dict
 
-import torch
-
-from ..mini.cache import cache_root, is_complete_marker, publish_build
-from ..mini_llm.build import derived_seed
+from ..mini.finetune_jobs import one_thread, run_jobs
+from ..mini_llm.build import derived_seed, ensure_text_pool_built, save_manifest_and_card
 from ..mini_llm.manifest import LLMManifest as TextPoolManifest
 from .tasks import get_task, pretraining_corpus, write_datasets
 from .variants import BUILDER_VERSION, GlueVariant, get_variant
 
 log = logging.getLogger(__name__)
-
-
-def build_name(variant: str, seed: int) -> str:
-    return f"glue-{variant}-v{BUILDER_VERSION}-seed{seed}"
 
 
 def load_tokenizer(path):
@@ -52,16 +46,13 @@ def tokenize_split(raw_path: str, out_path: Path, task: str, tokenizer, max_leng
 def build_glue_pool(variant: GlueVariant, seed: int, out: Path) -> None:
     from datasets import load_from_disk
 
-    from ..mini.finetune_jobs import run_jobs
     from .card import measure_card, write_card
     from .tokenizer import build_gpt2_tokenizer
     from .training import GlueFinetuneJob, new_gpt2, pretrain, run_glue_job
 
     started = time.perf_counter()
     out.mkdir(parents=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         raw = write_datasets(out / "raw", variant.tasks, variant.n_train, variant.n_test, seed)
         corpus = pretraining_corpus(variant.pretrain_lines, derived_seed(seed, "corpus"))
         texts = [" ".join(row[c] for c in get_task(t).columns) for t in variant.tasks for row in load_from_disk(raw[t]["train"])]
@@ -85,32 +76,17 @@ def build_glue_pool(variant: GlueVariant, seed: int, out: Path) -> None:
             jobs.append(GlueFinetuneJob(task, str(out / "base"), train.to_list(), list(get_task(task).label_names), tokenizer.pad_token_id,
                                         variant, derived_seed(seed, f"finetune/{task}"), str(out / "models" / task)))
         run_jobs(jobs, worker=run_glue_job)
-    finally:
-        torch.set_num_threads(threads)
     rel = lambda p: str(Path(p).relative_to(out))  # noqa: E731
     manifest = TextPoolManifest(
         builder_version=BUILDER_VERSION, variant=variant.name, seed=seed, tasks=list(variant.tasks), eval_tasks=list(variant.eval_tasks),
         base_dir="base", tokenizer_dir="tokenizer", models={j.task: rel(j.out_dir) for j in jobs}, adapters={},
         datasets={t: {s: rel(p) for s, p in d.items()} for t, d in datasets.items()},
     )
-    manifest.save(out)
-    card = measure_card(TextPoolManifest.load(out), variant)
-    card["build_seconds"] = round(time.perf_counter() - started, 1)
-    write_card(out, card)
+    card = save_manifest_and_card(out, manifest, variant, started, measure_card, write_card)
     log.info("mini GLUE %s built in %.0f s", variant.name, card["build_seconds"])
 
 
 def ensure_glue_built(variant: str = "ta8", seed: int = 0, cache_dir=None) -> Path:
     """The directory of a finished build of (variant, seed), building it first if needed."""
     spec = get_variant(variant)
-    marker = {"builder_version": BUILDER_VERSION, "variant": f"glue-{variant}", "seed": seed}
-
-    def complete(path: Path) -> bool:
-        if not is_complete_marker(path, marker):
-            return False
-        try:
-            return all(Path(p).exists() for p in TextPoolManifest.load(path).all_paths())
-        except (OSError, ValueError, TypeError):
-            return False
-
-    return publish_build(cache_root(cache_dir), build_name(variant, seed), marker, complete, lambda partial: build_glue_pool(spec, seed, partial))
+    return ensure_text_pool_built("glue", variant, seed, BUILDER_VERSION, cache_dir, lambda partial: build_glue_pool(spec, seed, partial))

@@ -17,6 +17,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadMo
 
 from ..families.causal_lm import IGNORE
 from ..families.gpt2_classification import tokenized_batch
+from ..mini.finetune_jobs import one_thread
 from ..mini_llm.training import optimise
 from .variants import GlueVariant
 
@@ -61,9 +62,7 @@ class GlueFinetuneJob:
 
 def run_glue_job(job: GlueFinetuneJob) -> str:
     """Fine-tune backbone + head on one task from the base model and save the classifier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         torch.manual_seed(job.seed)
         rng = random.Random(job.seed)
         model = GPT2ForSequenceClassification.from_pretrained(
@@ -77,6 +76,4 @@ def run_glue_job(job: GlueFinetuneJob) -> str:
 
         optimise(model, list(model.parameters()), v.finetune_steps, v.finetune_lr, loss_of_step)
         model.save_pretrained(job.out_dir)
-    finally:
-        torch.set_num_threads(threads)
     return job.task

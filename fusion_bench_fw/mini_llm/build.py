@@ -11,19 +11,15 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-
-import torch
+from typing import Callable
 
 from ..mini.cache import cache_root, is_complete_marker, publish_build
+from ..mini.finetune_jobs import one_thread, run_jobs
 from .manifest import LLMManifest
 from .tasks import pretraining_corpus, write_datasets
 from .variants import BUILDER_VERSION, LLMVariant, get_variant
 
 log = logging.getLogger(__name__)
-
-
-def build_name(variant: str, seed: int) -> str:
-    return f"llm-{variant}-v{BUILDER_VERSION}-seed{seed}"
 
 
 def derived_seed(seed: int, label: str) -> int:
@@ -34,16 +30,13 @@ def derived_seed(seed: int, label: str) -> int:
 def build_llm_pool(variant: LLMVariant, seed: int, out: Path) -> None:
     from datasets import load_from_disk
 
-    from ..mini.finetune_jobs import run_jobs
     from .card import measure_card, write_card
     from .tokenizer import build_tokenizer
     from .training import LLMFinetuneJob, new_llama, pretrain, run_llm_job
 
     started = time.perf_counter()
     out.mkdir(parents=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         datasets = write_datasets(out / "data", variant.tasks, variant.n_train, variant.n_test, seed)
         train = {t: list(zip(*[load_from_disk(datasets[t]["train"])[c] for c in ("prompt", "response")])) for t in variant.tasks}
         corpus = pretraining_corpus(variant.pretrain_lines, derived_seed(seed, "corpus"))
@@ -59,8 +52,6 @@ def build_llm_pool(variant: LLMVariant, seed: int, out: Path) -> None:
                                derived_seed(seed, f"finetune/{task}"), str(out / ("adapters" if task in variant.lora_tasks else "models") / task))
                 for task in variant.tasks]
         run_jobs(jobs, worker=run_llm_job)
-    finally:
-        torch.set_num_threads(threads)
     rel = lambda p: str(Path(p).relative_to(out))  # noqa: E731
     manifest = LLMManifest(
         builder_version=BUILDER_VERSION, variant=variant.name, seed=seed, tasks=list(variant.tasks), eval_tasks=list(variant.eval_tasks),
@@ -68,17 +59,25 @@ def build_llm_pool(variant: LLMVariant, seed: int, out: Path) -> None:
         models={j.task: rel(j.out_dir) for j in jobs if not j.lora}, adapters={j.task: rel(j.out_dir) for j in jobs if j.lora},
         datasets={t: {s: rel(p) for s, p in d.items()} for t, d in datasets.items()},
     )
+    card = save_manifest_and_card(out, manifest, variant, started, measure_card, write_card)
+    log.info("mini LLM %s built in %.0f s", variant.name, card["build_seconds"])
+
+
+def save_manifest_and_card(out: Path, manifest: LLMManifest, variant, started: float, measure_card, write_card) -> dict:
+    """The last steps of a text-pool build (mini LLM, mini GLUE): the manifest, then the card measured
+    on the built files, with the build's duration."""
     manifest.save(out)
     card = measure_card(LLMManifest.load(out), variant)
     card["build_seconds"] = round(time.perf_counter() - started, 1)
     write_card(out, card)
-    log.info("mini LLM %s built in %.0f s", variant.name, card["build_seconds"])
+    return card
 
 
-def ensure_llm_built(variant: str = "ta16", seed: int = 0, cache_dir=None) -> Path:
-    """The directory of a finished build of (variant, seed), building it first if needed."""
-    spec = get_variant(variant)
-    marker = {"builder_version": BUILDER_VERSION, "variant": f"llm-{variant}", "seed": seed}
+def ensure_text_pool_built(kind: str, variant: str, seed: int, version: int, cache_dir, build: Callable[[Path], None]) -> Path:
+    """The directory ``<kind>-<variant>-v<version>-seed<seed>`` of a finished text-pool build, written by
+    ``build(partial_dir)`` first if needed: finished means its marker matches and every path of its
+    manifest (an ``LLMManifest``, shared by the mini LLM and GLUE pools) exists."""
+    marker = {"builder_version": version, "variant": f"{kind}-{variant}", "seed": seed}
 
     def complete(path: Path) -> bool:
         if not is_complete_marker(path, marker):
@@ -88,4 +87,10 @@ def ensure_llm_built(variant: str = "ta16", seed: int = 0, cache_dir=None) -> Pa
         except (OSError, ValueError, TypeError):
             return False
 
-    return publish_build(cache_root(cache_dir), build_name(variant, seed), marker, complete, lambda partial: build_llm_pool(spec, seed, partial))
+    return publish_build(cache_root(cache_dir), f"{kind}-{variant}-v{version}-seed{seed}", marker, complete, build)
+
+
+def ensure_llm_built(variant: str = "ta16", seed: int = 0, cache_dir=None) -> Path:
+    """The directory of a finished build of (variant, seed), building it first if needed."""
+    spec = get_variant(variant)
+    return ensure_text_pool_built("llm", variant, seed, BUILDER_VERSION, cache_dir, lambda partial: build_llm_pool(spec, seed, partial))

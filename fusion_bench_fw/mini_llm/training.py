@@ -19,6 +19,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with_warmup
 
 from ..families.causal_lm import IGNORE, encode_pairs, sample_response_losses
+from ..mini.finetune_jobs import one_thread
 from .variants import LLMVariant
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -94,9 +95,7 @@ def run_llm_job(job: LLMFinetuneJob) -> str:
     """Fine-tune one task (full or LoRA) from the base model and save it (model dir or adapter dir)."""
     from transformers import AutoTokenizer
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         torch.manual_seed(job.seed)
         tokenizer = AutoTokenizer.from_pretrained(job.tokenizer_dir)
         model = LlamaForCausalLM.from_pretrained(job.base_dir)
@@ -109,6 +108,4 @@ def run_llm_job(job: LLMFinetuneJob) -> str:
         else:
             finetune(model, tokenizer, job.pairs, v.finetune_steps, v.finetune_batch, v.finetune_lr, job.seed)
         model.save_pretrained(job.out_dir)
-    finally:
-        torch.set_num_threads(threads)
     return job.task
