@@ -9,6 +9,7 @@ LMs, OpenCLIP, text classifiers) means adding one subclass and registering it in
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, Tuple
@@ -18,6 +19,8 @@ from torch import nn
 
 from ..frank_wolfe.params import ParamDict
 from ..objective import BatchLoss, TaskBatches
+
+log = logging.getLogger(__name__)
 
 
 class ModelFamily(ABC):
@@ -43,9 +46,11 @@ class ModelFamily(ABC):
         """Fail now, naming the entry and the fix, if something the family loads by name besides the
         pool's models (a processor, a tokenizer) is neither on disk nor obtainable from the hub."""
 
-    @abstractmethod
     def load_base(self) -> nn.Module:
         """The pretrained model, frozen, in eval mode, on the Fabric device: the merge is written into it."""
+        model = self.modelpool.load_pretrained_model()
+        model.requires_grad_(False).eval()
+        return self.fabric.to_device(model)
 
     def merged_parameters(self, model: nn.Module) -> List[str]:
         """Names (as in ``model.named_parameters()``) of the parameters FW merges; all by default."""
@@ -69,6 +74,20 @@ class ModelFamily(ABC):
         attribute = mapping.inverse.get("test_datasets") if hasattr(mapping, "inverse") else None
         datasets = getattr(taskpool, attribute, None) if attribute else None
         return [str(name) for name in datasets.keys()] if datasets else None
+
+    def load_split(self, task: str, loss: str):
+        """The pool's dataset of ``task`` that ``loss`` reads (its split, see ``loss_splits``)."""
+        return self.modelpool.load_train_dataset(task) if self.loss_splits[loss] == "train" else self.modelpool.load_test_dataset(task)
+
+    @staticmethod
+    def sample_count(task: str, available: int, count: Optional[int]) -> int:
+        """How many samples to draw: ``count``, or the whole split for None; a split smaller than
+        ``count`` is used whole, with a warning."""
+        if count is None:
+            return available
+        if count > available:
+            log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, available, count)
+        return count
 
     def prepare(self, model: nn.Module, tasks: Sequence[str]) -> None:
         """Set up what the loss of these tasks needs besides the merged parameters (e.g. heads)."""

@@ -126,11 +126,8 @@ class CausalLMFamily(ModelFamily):
         return self.fabric.to_device(model)
 
     def task_batches(self, task: str, loss: str, count: Optional[int], seed: int, batch_size: int) -> TaskBatches:
-        raw = self.modelpool.load_train_dataset(task)
-        if count is None:
-            count = len(raw)
-        elif count > len(raw):
-            log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, len(raw), count)
+        raw = self.load_split(task, loss)
+        count = self.sample_count(task, len(raw), count)
 
         def make_batch(indices: List[int]):
             return encode_pairs(self.tokenizer, [prompt_response(raw[i]) for i in indices], self.fabric.device)

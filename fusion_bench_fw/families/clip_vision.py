@@ -57,11 +57,6 @@ class CLIPVisionFamily(ModelFamily):
         if location is not None:  # a path or repo id; a config the pool instantiates is its own business
             local_directory("modelpool.processor", location, revision)
 
-    def load_base(self) -> nn.Module:
-        model = self.modelpool.load_pretrained_model()
-        model.requires_grad_(False).eval()
-        return self.fabric.to_device(model)
-
     def prepare(self, model: nn.Module, tasks: Sequence[str]) -> None:
         # FusionBench caches zero-shot heads on disk keyed by (task, model name) only; keep this run's
         # heads in the run's own directory so two pools with the same model names never mix
@@ -71,11 +66,8 @@ class CLIPVisionFamily(ModelFamily):
 
     def task_batches(self, task: str, loss: str, count: Optional[int], seed: int, batch_size: int) -> TaskBatches:
         labelled = self.loss_splits[loss] == "train"
-        raw = self.modelpool.load_train_dataset(task) if labelled else self.modelpool.load_test_dataset(task)
-        if count is None:  # the whole split
-            count = len(raw)
-        elif count > len(raw):
-            log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, len(raw), count)
+        raw = self.load_split(task, loss)
+        count = self.sample_count(task, len(raw), count)
         dataset = CLIPDataset(raw, self.heads.clip_processor)
 
         def make_batch(indices: List[int]):

@@ -71,21 +71,16 @@ class GPT2ClassificationFamily(ModelFamily):
         if isinstance(location, str):
             local_directory("modelpool.tokenizer", location)
 
-    def load_base(self) -> nn.Module:
-        model = self.modelpool.load_pretrained_model()
-        model.requires_grad_(False).eval()
-        return self.fabric.to_device(model)
-
     def prepare(self, model: nn.Module, tasks: Sequence[str]) -> None:
         """Task t's classifier: its fine-tuned head around *this* backbone (shared, not copied)."""
-        dtype = next(model.parameters()).dtype
+        reference = next(model.parameters())
         for task in tasks:
             if task in self.classifiers:
                 continue
             classifier = self.modelpool.load_classifier(task)
             setattr(classifier, BACKBONE, model)  # drops the fine-tuned backbone the head came with
             classifier.requires_grad_(False).eval()
-            classifier.score.to(device=next(model.parameters()).device, dtype=dtype)
+            classifier.score.to(device=reference.device, dtype=reference.dtype)
             if classifier.config.pad_token_id is None:
                 raise ValueError(
                     f"model {task!r}: its config has no pad_token_id, so GPT2ForSequenceClassification cannot find the last "
@@ -94,12 +89,8 @@ class GPT2ClassificationFamily(ModelFamily):
             self.classifiers[task] = classifier
 
     def task_batches(self, task: str, loss: str, count: Optional[int], seed: int, batch_size: int) -> TaskBatches:
-        labelled = self.loss_splits[loss] == "train"
-        raw = self.modelpool.load_train_dataset(task) if labelled else self.modelpool.load_test_dataset(task)
-        if count is None:
-            count = len(raw)
-        elif count > len(raw):
-            log.warning("task %s has only %d samples (< samples_per_task=%d): using all of them", task, len(raw), count)
+        raw = self.load_split(task, loss)
+        count = self.sample_count(task, len(raw), count)
 
         def make_batch(indices: List[int]):
             return tokenized_batch([raw[i] for i in indices], self.fabric.device)
