@@ -6,7 +6,7 @@ base-patch32_sun397``), or a config whose ``_target_`` is a ``from_pretrained`` 
 cache with ``huggingface_hub.snapshot_download``, as FusionBench's own loader does: from the cache
 alone when offline (``HF_HUB_OFFLINE=1``), downloading otherwise. A directory with ``model.safetensors``
 or a sharded ``model.safetensors.index.json`` is then read tensor by tensor (the streaming reader);
-A LoRA fine-tune listed through FusionBench's ``load_peft_causal_lm`` is read as its base model's
+A LoRA fine-tune listed through FusionBench's ``load_peft_causal_lm`` (or seq2seq ``load_lora_model``) is read as its base model's
 safetensors plus the adapter's low-rank factors (:mod:`.lora_adapters`). Anything else (``.bin``
 weights, custom loaders, in-memory modules) goes to the pool's ``load_model``, and the log says why,
 once per model.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from .lora_adapters import PEFT_LOADER_SUFFIX, LoraAdapter, read_adapter
+from .lora_adapters import PEFT_LOADERS, LoraAdapter, read_adapter
 from .safetensors_slices import read_header
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,14 @@ def safetensors_weight_map(directory: Path) -> Tuple[Dict[str, Path], str]:
 
 
 def _peft_entry(entry) -> bool:
-    return (isinstance(entry, Mapping) or hasattr(entry, "keys")) and str(entry.get("_target_", "")).endswith(PEFT_LOADER_SUFFIX)
+    return (isinstance(entry, Mapping) or hasattr(entry, "keys")) and str(entry.get("_target_", "")).endswith(PEFT_LOADERS)
 
 
 def resolve_lora(name: str, entry, streaming: bool = True) -> CheckpointFiles:
-    """A ``load_peft_causal_lm`` entry: its base model's files and its adapter, both resolved now."""
+    """A LoRA entry (``load_peft_causal_lm``, ``load_lora_model``): its base model's files and its adapter, both resolved now."""
     base_location, adapter_location = entry.get("base_model_path"), entry.get("peft_model_path")
     if base_location is None or adapter_location is None:
-        return CheckpointFiles(name, POOL_LOADER, repr(entry), why="its load_peft_causal_lm config lacks base_model_path or peft_model_path")
+        return CheckpointFiles(name, POOL_LOADER, repr(entry), why=f"its {entry.get('_target_')} config lacks base_model_path or peft_model_path")
     source = f"{base_location} + LoRA {adapter_location}"
     base = local_directory(f"model {name!r} (its base_model_path)", str(base_location))
     adapter_dir = local_directory(f"model {name!r} (its peft_model_path)", str(adapter_location))

@@ -1,8 +1,10 @@
 """LoRA fine-tunes (PEFT adapters) as FW vertices, streamed: theta_i = theta_0 + scale * B @ A per adapted weight.
 
 A pool lists a LoRA fine-tune the way FusionBench loads one, through
-``fusion_bench.modelpool.causal_lm.load_peft_causal_lm`` (``base_model_path``, ``peft_model_path``,
-``merge_and_unload: true`` for the baselines, which load it whole). We read the adapter directory
+``fusion_bench.modelpool.causal_lm.load_peft_causal_lm`` or, for seq2seq pools (its
+``flan-t5-base_glue_lora16``), ``fusion_bench.modelpool.seq2seq_lm.modelpool.load_lora_model``: both
+take ``base_model_path`` and ``peft_model_path`` and merge the adapter for the baselines, which load
+it whole. We read the adapter directory
 ourselves: ``adapter_config.json`` for the scale and ``adapter_model.safetensors`` for the low-rank
 factors, and form each adapted weight's delta when that weight is read, so a vertex never costs more
 than the base weights it replaces. Adapter features that are not a plain low-rank delta of existing
@@ -23,7 +25,9 @@ from safetensors import safe_open
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PEFT_LOADER_SUFFIX = "load_peft_causal_lm"  # FusionBench's loader of a base model + a PEFT adapter
+PEFT_LOADER_SUFFIX = "load_peft_causal_lm"  # FusionBench's loader of a causal LM + a PEFT adapter
+SEQ2SEQ_PEFT_LOADER = "fusion_bench.modelpool.seq2seq_lm.modelpool.load_lora_model"  # ... of a seq2seq LM + adapter
+PEFT_LOADERS = (PEFT_LOADER_SUFFIX, SEQ2SEQ_PEFT_LOADER)  # what a LoRA entry's _target_ ends with
 _PREFIX = "base_model.model."  # PEFT's prefix of the wrapped model's names in a saved adapter
 
 

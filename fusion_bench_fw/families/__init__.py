@@ -22,8 +22,9 @@ def registered() -> Dict[str, Type[ModelFamily]]:
     from .causal_lm import CausalLMFamily
     from .clip_vision import CLIPVisionFamily
     from .gpt2_classification import GPT2ClassificationFamily
+    from .seq2seq import Seq2SeqFamily
 
-    return {family.name: family for family in (CLIPVisionFamily, CausalLMFamily, GPT2ClassificationFamily, *_EXTRA)}
+    return {family.name: family for family in (CLIPVisionFamily, CausalLMFamily, GPT2ClassificationFamily, Seq2SeqFamily, *_EXTRA)}
 
 
 def family_for(modelpool, name: Optional[str] = None) -> Type[ModelFamily]:
