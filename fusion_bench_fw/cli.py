@@ -1,7 +1,7 @@
 """``fusion_bench_fw``: benchmark commands around the stock ``fusion_bench`` CLI.
 
-    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|llm-micro|glue-ta8|glue-micro] [--methods a,b,...] [--out DIR]
-    fusion_bench_fw build [--variant ta20|micro|llm-ta16|llm-micro|glue-ta8|glue-micro] [--seed N]
+    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|glue-ta8|t5-ta8|t5-ta8-lora|...] [--methods a,b,...] [--out DIR]
+    fusion_bench_fw build [--variant ta20|micro|llm-ta16|glue-ta8|t5-ta8|...] [--seed N]
     fusion_bench_fw card-adamerging [--pool ta20|micro] [--steps N]
     fusion_bench_fw hub-standin --out DIR [--shards K] [--dtype bf16] [--tiny]
 """
@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import List, Optional
 
 # pool name -> (modelpool config, taskpool config); "llm-" pools are the mini causal-LM pools, "glue-"
-# the mini GPT-2 text-classification pools
+# the mini GPT-2 text-classification pools, "t5-" the mini T5 text-to-text GLUE pools ("-lora": LoRA adapters)
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro"),
          "llm-ta16": ("mini-llm_TA16", "mini-llm_TA16"), "llm-micro": ("mini-llm_micro", "mini-llm_micro"),
-         "glue-ta8": ("mini-glue_TA8", "mini-glue_TA8"), "glue-micro": ("mini-glue_micro", "mini-glue_micro")}
+         "glue-ta8": ("mini-glue_TA8", "mini-glue_TA8"), "glue-micro": ("mini-glue_micro", "mini-glue_micro"),
+         "t5-ta8": ("mini-glue-t5_TA8", "mini-glue-t5_TA8"), "t5-ta8-lora": ("mini-glue-t5_TA8_lora16", "mini-glue-t5_TA8"),
+         "t5-micro": ("mini-glue-t5_micro", "mini-glue-t5_micro"), "t5-micro-lora": ("mini-glue-t5_micro_lora16", "mini-glue-t5_micro")}
 DEFAULT_METHODS = (
     "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
     "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
@@ -28,27 +30,56 @@ DEFAULT_METHODS = (
 LLM_METHODS = "fw_soft,fw_hard,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,pretrained"
 # on a GPT-2 classification pool: FusionBench's GPT-2 Fisher merging and RegMean besides the data-free merges
 GLUE_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,ties_merging,fisher_merging_gpt2,regmean_gpt2,pretrained"
+# on a T5 pool: the data-free merges (FusionBench 0.2.33 has Fisher merging and RegMean for CLIP and GPT-2 only)
+T5_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,pretrained"
+# FusionBench's DARE keeps only parameters with requires_grad, and its load_lora_model returns merged models with
+# none (PEFT froze the base before merging), so DARE has nothing to merge on a LoRA pool (measured: "State dict at
+# index 0 is empty"; DARE+TIES 0.5 %) - left out there
+T5_LORA_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,ties_merging,pretrained"
 
 
 def default_methods(pool: str) -> str:
+    if pool.startswith("t5-") and pool.endswith("-lora"):
+        return T5_LORA_METHODS
+    for prefix, methods in (("llm-", LLM_METHODS), ("glue-", GLUE_METHODS), ("t5-", T5_METHODS)):
+        if pool.startswith(prefix):
+            return methods
+    return DEFAULT_METHODS
+
+
+def text_pool_builder(pool: str):
+    """(builder function, variant) of a mini text pool name, or None for a CLIP pool."""
     if pool.startswith("llm-"):
-        return LLM_METHODS
-    return GLUE_METHODS if pool.startswith("glue-") else DEFAULT_METHODS
+        from .mini_llm.build import ensure_llm_built
+
+        return ensure_llm_built, pool[len("llm-"):]
+    if pool.startswith("glue-"):
+        from .mini_glue.build import ensure_glue_built
+
+        return ensure_glue_built, pool[len("glue-"):]
+    if pool.startswith("t5-"):
+        from .mini_t5.build import ensure_t5_built
+
+        return ensure_t5_built, pool[len("t5-"):].removesuffix("-lora")
+    return None
+
+
+def individual_scores(pool: str, card: dict, eval_tasks) -> dict:
+    """Each eval task's own fine-tune's accuracy, from the pool card (T5 cards hold a full and a LoRA column)."""
+    if "tasks" not in card:
+        return {}
+    column = ("lora" if pool.endswith("-lora") else "full") if pool.startswith("t5-") else "finetuned"
+    return {t: card["tasks"][t][column] for t in eval_tasks}
 
 
 def pool_build(pool: str, seed: int):
     """(build directory, eval tasks, pool card) of a mini pool, building it first if needed."""
-    if pool.startswith("llm-"):
-        from .mini_llm.build import ensure_llm_built
-        from .mini_llm.manifest import LLMManifest
-
-        build_dir = ensure_llm_built(pool[len("llm-"):], seed=seed)
-        return build_dir, list(LLMManifest.load(build_dir).eval_tasks), json.loads((build_dir / "card.json").read_text())
-    if pool.startswith("glue-"):
-        from .mini_glue.build import ensure_glue_built
+    text_pool = text_pool_builder(pool)
+    if text_pool is not None:
         from .mini_llm.manifest import LLMManifest as TextPoolManifest
 
-        build_dir = ensure_glue_built(pool[len("glue-"):], seed=seed)
+        ensure, variant = text_pool
+        build_dir = ensure(variant, seed=seed)
         return build_dir, list(TextPoolManifest.load(build_dir).eval_tasks), json.loads((build_dir / "card.json").read_text())
     from .mini import ensure_built
     from .mini.manifest import load_manifest
@@ -112,9 +143,9 @@ def cmd_compare(args) -> int:
         kept = [fresh.pop(r["method"], None) or RunResult(**r) for r in earlier["results"]]
         results = kept + list(fresh.values())
         commands = earlier.get("commands", [earlier["command"]]) + commands
-    individual = {t: card["tasks"][t]["finetuned"] for t in eval_tasks} if "tasks" in card else {}
-    # text pools report the paper's normalised score (accuracy over each task's own fine-tune) beside the average
-    normalise_by = individual if args.pool.startswith("glue-") and individual else None
+    individual = individual_scores(args.pool, card, eval_tasks)
+    # GLUE-like pools report the paper's normalised score (accuracy over each task's own fine-tune) beside the average
+    normalise_by = individual if args.pool.startswith(("glue-", "t5-")) and individual else None
     table = markdown_table(results, eval_tasks, extra_rows=[("Individual fine-tuned (pool card)", individual)] if individual else [],
                            normalise_by=normalise_by)
     title = f"mini-{args.pool} pool ({build_dir.name}): accuracy on its {len(eval_tasks)} eval tasks"
@@ -160,7 +191,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare = sub.add_parser("compare", help="run FW-Merging and FusionBench baselines on a mini pool, write a table")
     compare.add_argument("--pool", choices=sorted(POOLS), default="ta20")
     compare.add_argument("--seed", type=int, default=0, help="mini pool builder seed")
-    compare.add_argument("--methods", help=f"comma-separated; default for CLIP pools: {DEFAULT_METHODS}; for llm- pools: {LLM_METHODS}; for glue- pools: {GLUE_METHODS}")
+    compare.add_argument("--methods", help=f"comma-separated; default for CLIP pools: {DEFAULT_METHODS}; for llm- pools: {LLM_METHODS}; for glue- pools: {GLUE_METHODS}; "
+                         f"for t5- pools: {T5_METHODS} (-lora pools: without DARE)")
     compare.add_argument("--out", help="output folder (default: benchmarks/results/compare_<pool>)")
     compare.add_argument("--fw-iters", type=int, default=15, help="FW iterations (paper: 15 for FW-soft)")
     compare.add_argument("--samples-per-task", type=int, default=100)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -82,3 +85,30 @@ def test_stock_task_arithmetic_matches_the_pool_card(lora, t5_micro_dir, t5_micr
     row = next(r for r in t5_micro_card["task_arithmetic"][kind] if r["scaling"] == 0.3)
     report = run_on_pool(["method=task_arithmetic", "method.scaling_factor=0.3"], lora, tmp_path / "ta", t5_micro_dir.parent)
     assert report["average"]["accuracy"] == pytest.approx(row["all"], abs=1e-6)
+
+
+def test_compare_on_the_lora_pool_normalises_by_the_lora_fine_tunes(t5_micro_dir, t5_micro_card, tmp_path):
+    """`fusion_bench_fw compare --pool t5-micro-lora`: the normalised score divides by each task's LoRA fine-tune
+    (the card's lora column, not the full one)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", FUSION_BENCH_FW_CACHE=str(t5_micro_dir.parent))
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "fusion_bench_fw.cli", "compare", "--pool", "t5-micro-lora", "--methods", "task_arithmetic", "--out", str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = json.loads((out / "compare.json").read_text())
+    assert table["eval_tasks"] == t5_micro_card["eval_tasks"]
+    ta = table["results"][0]["accuracy"]
+    tasks = table["eval_tasks"]
+    expected = sum(ta[t] / t5_micro_card["tasks"][t]["lora"] for t in tasks) / len(tasks)
+    text = (out / "compare.md").read_text()
+    assert f"| {100 * expected:.1f} |" in text
+    assert "| Individual fine-tuned (pool card) | " + " | ".join(f"{100 * t5_micro_card['tasks'][t]['lora']:.1f}" for t in tasks) in text
+
+
+def test_individual_scores_read_the_column_of_the_pools_kind(t5_micro_card):
+    from fusion_bench_fw.cli import individual_scores
+
+    tasks = ["topic"]  # full 0.88 vs LoRA 0.525 on the micro card
+    assert individual_scores("t5-micro-lora", t5_micro_card, tasks) == {"topic": t5_micro_card["tasks"]["topic"]["lora"]}
+    assert individual_scores("t5-micro", t5_micro_card, tasks) == {"topic": t5_micro_card["tasks"]["topic"]["full"]}
+    assert t5_micro_card["tasks"]["topic"]["lora"] != t5_micro_card["tasks"]["topic"]["full"]
