@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs fusion-bench-fw with its pinned dependencies.
-# torch is pinned to 2.13.0, the CPU build pip finds on this machine's disk; an unpinned torch
-# would download a multi-GB CUDA build. Safe to re-run.
+# torch 2.14.1 and torchvision 0.29.1 are pinned as a pair (open_clip_torch needs torchvision, whose
+# wheels load only beside their own torch build); pip takes both from this machine kind's disk.
+# Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
