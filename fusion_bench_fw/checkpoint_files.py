@@ -7,7 +7,8 @@ cache with ``huggingface_hub.snapshot_download``, as FusionBench's own loader do
 alone when offline (``HF_HUB_OFFLINE=1``), downloading otherwise. A directory with ``model.safetensors``
 or a sharded ``model.safetensors.index.json`` is then read tensor by tensor (the streaming reader);
 A LoRA fine-tune listed through FusionBench's ``load_peft_causal_lm`` (or seq2seq ``load_lora_model``) is read as its base model's
-safetensors plus the adapter's low-rank factors (:mod:`.lora_adapters`). Anything else (``.bin``
+safetensors plus the adapter's low-rank factors (:mod:`.lora_adapters`). An OpenCLIP pool's pickled
+``ImageEncoder`` is copied once into a safetensors file and streamed from it (:mod:`.openclip_checkpoints`). Anything else (``.bin``
 weights, custom loaders, in-memory modules) goes to the pool's ``load_model``, and the log says why,
 once per model.
 """
@@ -138,6 +139,28 @@ def resolve_lora(name: str, entry, streaming: bool = True) -> CheckpointFiles:
     return CheckpointFiles(name, LORA, source, weight_map, adapter=adapter)
 
 
+def resolve_openclip(name: str, entry, streaming: bool = True) -> CheckpointFiles:
+    """An OpenCLIP pool entry: a pickle (or state dict) file, streamed from its safetensors copy."""
+    from .openclip_checkpoints import pickle_entry, safetensors_copy
+
+    found = pickle_entry(entry)
+    if found is None:
+        return CheckpointFiles(name, POOL_LOADER, repr(entry), why="it is not a pickle path or model_name + pickle_path/state_dict_path")
+    path = found[0]
+    if not path.is_file():
+        raise CheckpointNotAvailable(f"model {name!r}: {path} does not exist; fix the path in the pool config (its model_dir)")
+    if not streaming:
+        return CheckpointFiles(name, POOL_LOADER, str(path), why="method.stream_safetensors=false")
+    copy = safetensors_copy(f"model {name!r}", path)
+    return CheckpointFiles(name, STREAMING, str(path), {tensor: copy for tensor in read_header(copy)})
+
+
+def is_openclip_pool(modelpool) -> bool:
+    """Whether ``modelpool`` is (a subclass of) FusionBench's OpenCLIPVisionModelPool, told by its
+    class hierarchy so that other pools never import open_clip."""
+    return any(c.__name__ == "OpenCLIPVisionModelPool" and c.__module__.startswith("fusion_bench.modelpool") for c in type(modelpool).__mro__)
+
+
 def resolve_checkpoint(name: str, entry, streaming: bool = True) -> CheckpointFiles:
     if _peft_entry(entry):
         return resolve_lora(name, entry, streaming)
@@ -157,7 +180,8 @@ def resolve_checkpoint(name: str, entry, streaming: bool = True) -> CheckpointFi
 def resolve_pool(modelpool, names: Sequence[str], streaming: bool = True) -> Dict[str, CheckpointFiles]:
     """Every named entry of the pool, resolved; one log line per entry the streaming reader cannot serve."""
     entries = getattr(modelpool, "_models", {})
-    resolved = {name: resolve_checkpoint(name, entries.get(name), streaming) for name in names}
+    resolve = resolve_openclip if is_openclip_pool(modelpool) else resolve_checkpoint
+    resolved = {name: resolve(name, entries.get(name), streaming) for name in names}
     for item in resolved.values():
         if item.reader == POOL_LOADER:
             log.info("model %r is loaded whole by the pool's load_model, not streamed: %s", item.name, item.why)

@@ -21,7 +21,8 @@ def resolve_objective_tasks(family, loss: str, requested: Union[str, Sequence[st
         taskpool = getattr(getattr(algorithm, "_program", None), "taskpool", None)  # `_program`: FusionBench sets it on the method
         requested = family.taskpool_tasks(taskpool) if taskpool is not None else None
         if requested is None:
-            log.info("objective_tasks=%s but no taskpool is configured: using every pool task with a %s split", TASKPOOL_TASKS, split)
+            log.warning("objective_tasks=%s but no taskpool is configured or it does not say which tasks it evaluates: "
+                        "using every pool task with a %s split (set method.objective_tasks to choose)", TASKPOOL_TASKS, split)
     if not requested:
         if not available:
             raise ValueError(

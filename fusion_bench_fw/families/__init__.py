@@ -22,9 +22,11 @@ def registered() -> Dict[str, Type[ModelFamily]]:
     from .causal_lm import CausalLMFamily
     from .clip_vision import CLIPVisionFamily
     from .gpt2_classification import GPT2ClassificationFamily
+    from .openclip_vision import OpenCLIPVisionFamily
     from .seq2seq import Seq2SeqFamily
 
-    return {family.name: family for family in (CLIPVisionFamily, CausalLMFamily, GPT2ClassificationFamily, Seq2SeqFamily, *_EXTRA)}
+    built_in = (CLIPVisionFamily, OpenCLIPVisionFamily, CausalLMFamily, GPT2ClassificationFamily, Seq2SeqFamily)
+    return {family.name: family for family in (*built_in, *_EXTRA)}
 
 
 def family_for(modelpool, name: Optional[str] = None) -> Type[ModelFamily]:

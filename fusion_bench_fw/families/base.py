@@ -69,10 +69,12 @@ class ModelFamily(ABC):
         Read through the taskpool's ``_config_mapping`` (FusionBench's map from config keys to the
         attributes holding them, what its ``.config`` is built from): a taskpool sets its datasets up
         lazily, and a subclass may report another ``.config`` (the mini pools report their own
-        constructor arguments)."""
+        constructor arguments); a taskpool without the mapping, by the ``_test_datasets`` attribute
+        FusionBench's taskpools store the argument in."""
         mapping = getattr(type(taskpool), "_config_mapping", None)
         attribute = mapping.inverse.get("test_datasets") if hasattr(mapping, "inverse") else None
-        datasets = getattr(taskpool, attribute, None) if attribute else None
+        # FusionBench's OpenCLIP taskpool keeps its argument in ``_test_datasets`` without mapping it
+        datasets = getattr(taskpool, attribute or "_test_datasets", None)
         return [str(name) for name in datasets.keys()] if datasets else None
 
     def load_split(self, task: str, loss: str):

@@ -9,20 +9,16 @@ taskpool evaluates. ``cross_entropy`` reads labelled train samples (the paper's 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from typing import Sequence
 
-import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
-from fusion_bench.dataset import CLIPDataset
 from fusion_bench.mixins.clip_classification import CLIPClassificationMixin
 from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.utils import cache_utils
 
-from ..objective import BatchLoss, TaskBatches, sample_indices, shard_batches
-from .base import ModelFamily
+from .image_classification import ImageClassifierFamily
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +33,9 @@ class _ZeroShotHeads(CLIPClassificationMixin):
         self.zeroshot_weights = {}
 
 
-class CLIPVisionFamily(ModelFamily):
+class CLIPVisionFamily(ImageClassifierFamily):
     name = "clip_vision"
     description = "Hugging Face CLIP vision towers (CLIPVisionModelPool)"
-    losses = ("cross_entropy", "entropy")
 
     def __init__(self, modelpool, fabric, cache_dir=None):
         super().__init__(modelpool, fabric, cache_dir)
@@ -64,23 +59,11 @@ class CLIPVisionFamily(ModelFamily):
             cache_utils.set_default_cache_dir(self.cache_dir)
         self.heads.setup_zero_shot_classification_head(task_names=list(tasks))
 
-    def task_batches(self, task: str, loss: str, count: Optional[int], seed: int, batch_size: int) -> TaskBatches:
-        labelled = self.loss_splits[loss] == "train"
-        raw = self.load_split(task, loss)
-        count = self.sample_count(task, len(raw), count)
-        dataset = CLIPDataset(raw, self.heads.clip_processor)
+    @property
+    def image_processor(self):
+        return self.heads.clip_processor
 
-        def make_batch(indices: List[int]):
-            items = [dataset[i] for i in indices]
-            images = self.fabric.to_device(torch.stack([image for image, _ in items]))
-            labels = self.fabric.to_device(torch.as_tensor([label for _, label in items])) if labelled else None
-            return images, labels
-
-        indices = sample_indices(len(raw), count, seed)
-        return shard_batches(task, indices, batch_size, make_batch, rank=self.fabric.global_rank, world_size=self.fabric.world_size)
-
-    def _task_logits(self, model: nn.Module):
-        """``logits(params, task, images)``: task t's zero-shot logits with ``params`` in the tower."""
+    def task_logits(self, model: nn.Module):
         compute_logits = self.heads.compute_logits
         dtype = next(model.parameters()).dtype
 
@@ -92,24 +75,3 @@ class CLIPVisionFamily(ModelFamily):
             return compute_logits(tower, images, task)
 
         return logits
-
-    def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
-        task_logits = self._task_logits(model)
-
-        def summed_loss(params, task, batch):
-            images, labels = batch
-            logits = task_logits(params, task, images)
-            if loss == "cross_entropy":
-                return F.cross_entropy(logits, labels, reduction="sum")
-            return -(logits.softmax(dim=-1) * logits.log_softmax(dim=-1)).sum()
-
-        return summed_loss
-
-    def batch_correct(self, model: nn.Module):
-        task_logits = self._task_logits(model)
-
-        def correct(params, task, batch):
-            images, labels = batch
-            return int((task_logits(params, task, images).argmax(dim=-1) == labels).sum())
-
-        return correct

@@ -1,0 +1,104 @@
+"""OpenCLIP image encoders (FusionBench's ``OpenCLIPVisionModelPool``), the task-vector papers' format.
+
+The merged model is FusionBench's ``ImageEncoder`` (``model.encode_image``); task t's logits are the
+pool's classification head ``head_<t>.pt`` (normalised zero-shot text embeddings times the logit
+scale) on the image embedding, as ``OpenCLIPVisionModelTaskPool`` evaluates. Only the image path's
+parameters (``model.visual.*``) are merged: what is left of the text tower gets no gradient and is
+the same in every fine-tune. Samples go through the encoder's ``val_preprocess`` (the train
+transform's random crops would make the objective noisy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from torch import nn
+from torch.func import functional_call
+
+from ..checkpoint_files import is_openclip_pool
+from ..frank_wolfe.params import ParamDict
+from .image_classification import ImageClassifierFamily
+
+VISUAL_PREFIX = "model.visual."
+
+
+def _entry(modelpool, name: str):
+    from omegaconf import DictConfig, OmegaConf
+
+    entry = modelpool._models[name]
+    return OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else entry
+
+
+class OpenCLIPVisionFamily(ImageClassifierFamily):
+    name = "openclip_vision"
+    description = "OpenCLIP image encoders with per-task heads (OpenCLIPVisionModelPool)"
+
+    def __init__(self, modelpool, fabric, cache_dir=None):
+        super().__init__(modelpool, fabric, cache_dir)
+        self.heads: Dict[str, nn.Module] = {}
+        self.processor = None
+
+    @classmethod
+    def accepts(cls, modelpool) -> bool:
+        return is_openclip_pool(modelpool)
+
+    def check_entries_available(self) -> None:
+        heads = self.modelpool._classification_heads or {}
+        for task, head in heads.items():
+            if isinstance(head, (str, Path)) and not Path(str(head)).expanduser().is_file():
+                raise FileNotFoundError(f"modelpool.classification_heads.{task}: {head} does not exist; fix the path (its model_dir)")
+
+    def load_base(self) -> nn.Module:
+        from ..openclip_checkpoints import load_image_encoder, pickle_entry
+        from ..openclip_pool import remember_processors
+
+        name = "_pretrained_" if self.modelpool.has_pretrained else self.modelpool.model_names[0]
+        entry = _entry(self.modelpool, name)
+        # read the pickle ourselves: the stock pool's loader cannot (openclip_checkpoints explains)
+        model = load_image_encoder(f"model {name!r}", entry) if pickle_entry(entry) is not None else self.modelpool.load_model(name)
+        remember_processors(self.modelpool, model)
+        self.processor = getattr(model, "val_preprocess", None) or self.modelpool.test_processor
+        model.requires_grad_(False).eval()
+        return self.fabric.to_device(model)
+
+    def merged_parameters(self, model: nn.Module) -> List[str]:
+        names = [name for name, _ in model.named_parameters() if name.startswith(VISUAL_PREFIX)]
+        if not names:
+            raise ValueError(f"the pretrained {type(model).__name__} has no {VISUAL_PREFIX}* parameters: not an OpenCLIP ImageEncoder")
+        return names
+
+    def prepare(self, model: nn.Module, tasks: Sequence[str]) -> None:
+        available = set(self.modelpool._classification_heads or {})
+        missing = [task for task in tasks if task not in available]
+        if missing:
+            raise ValueError(f"objective task(s) {missing} have no classification head in modelpool.classification_heads "
+                             f"(it has {sorted(available)}); add head_<task>.pt entries or change method.objective_tasks")
+        for task in tasks:
+            head = self.modelpool.load_classification_head(task)
+            self.heads[task] = self.fabric.to_device(head.float().requires_grad_(False).eval())
+
+    @property
+    def image_processor(self):
+        return self.processor
+
+    def task_logits(self, model: nn.Module):
+        dtype = next(model.parameters()).dtype
+
+        def logits(params, task, images):
+            # the encoder runs in its compute dtype (method.compute_dtype); the heads stay fp32
+            features = functional_call(model, dict(params), (images.to(dtype),)).float()
+            return self.heads[task](features)
+
+        return logits
+
+    def read_merged_checkpoint(self, path: Path, model: nn.Module, block_names: Sequence[str]) -> ParamDict:
+        """A merged encoder saved by FusionBench (a pickle or state dict file)."""
+        from ..openclip_checkpoints import read_pickle, state_dict_of
+
+        params = state_dict_of(read_pickle(Path(path)), f"init checkpoint {str(path)!r}")
+        base = dict(model.named_parameters())
+        for name in block_names:
+            if name not in params or params[name].shape != base[name].shape:
+                raise ValueError(f"init checkpoint {str(path)!r} does not match the pretrained architecture (parameter {name!r})")
+        return {name: params[name].detach().to(device=base[name].device, dtype=base[name].dtype).clone() for name in block_names}
