@@ -1,7 +1,7 @@
 """``fusion_bench_fw``: benchmark commands around the stock ``fusion_bench`` CLI.
 
-    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|glue-ta8|t5-ta8|t5-ta8-lora|...] [--methods a,b,...] [--out DIR]
-    fusion_bench_fw build [--variant ta20|micro|llm-ta16|glue-ta8|t5-ta8|...] [--seed N]
+    fusion_bench_fw compare [--pool ta20|micro|llm-ta16|glue-ta8|t5-ta8|t5-ta8-lora|openclip-ta8|...] [--methods a,b,...] [--out DIR]
+    fusion_bench_fw build [--variant ta20|micro|llm-ta16|glue-ta8|t5-ta8|openclip-ta8|...] [--seed N]
     fusion_bench_fw card-adamerging [--pool ta20|micro] [--steps N]
     fusion_bench_fw hub-standin --out DIR [--shards K] [--dtype bf16] [--tiny]
 """
@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import List, Optional
 
 # pool name -> (modelpool config, taskpool config); "llm-" pools are the mini causal-LM pools, "glue-"
-# the mini GPT-2 text-classification pools, "t5-" the mini T5 text-to-text GLUE pools ("-lora": LoRA adapters)
+# the mini GPT-2 text-classification pools, "t5-" the mini T5 text-to-text GLUE pools ("-lora": LoRA adapters),
+# "openclip-" the mini OpenCLIP task-vector pools
 POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micro", "mini-clip_micro"),
          "llm-ta16": ("mini-llm_TA16", "mini-llm_TA16"), "llm-micro": ("mini-llm_micro", "mini-llm_micro"),
          "glue-ta8": ("mini-glue_TA8", "mini-glue_TA8"), "glue-micro": ("mini-glue_micro", "mini-glue_micro"),
          "t5-ta8": ("mini-glue-t5_TA8", "mini-glue-t5_TA8"), "t5-ta8-lora": ("mini-glue-t5_TA8_lora16", "mini-glue-t5_TA8"),
-         "t5-micro": ("mini-glue-t5_micro", "mini-glue-t5_micro"), "t5-micro-lora": ("mini-glue-t5_micro_lora16", "mini-glue-t5_micro")}
+         "t5-micro": ("mini-glue-t5_micro", "mini-glue-t5_micro"), "t5-micro-lora": ("mini-glue-t5_micro_lora16", "mini-glue-t5_micro"),
+         "openclip-ta8": ("mini-openclip_TA8", "mini-openclip_TA8"), "openclip-micro": ("mini-openclip_micro", "mini-openclip_micro")}
 DEFAULT_METHODS = (
     "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
     "adamerging_task_objective,adamerging_layer_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
@@ -36,12 +38,14 @@ T5_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,tie
 # none (PEFT froze the base before merging), so DARE has nothing to merge on a LoRA pool (measured: "State dict at
 # index 0 is empty"; DARE+TIES 0.5 %) - left out there
 T5_LORA_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,ties_merging,pretrained"
+# on an OpenCLIP pool: FusionBench's data-free merges (its AdaMerging, Fisher and RegMean configs are for HF CLIP)
+OPENCLIP_METHODS = "fw_soft,fw_hard,fw_hard_from_ta,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,pretrained"
 
 
 def default_methods(pool: str) -> str:
     if pool.startswith("t5-") and pool.endswith("-lora"):
         return T5_LORA_METHODS
-    for prefix, methods in (("llm-", LLM_METHODS), ("glue-", GLUE_METHODS), ("t5-", T5_METHODS)):
+    for prefix, methods in (("llm-", LLM_METHODS), ("glue-", GLUE_METHODS), ("t5-", T5_METHODS), ("openclip-", OPENCLIP_METHODS)):
         if pool.startswith(prefix):
             return methods
     return DEFAULT_METHODS
@@ -74,6 +78,11 @@ def individual_scores(pool: str, card: dict, eval_tasks) -> dict:
 
 def pool_build(pool: str, seed: int):
     """(build directory, eval tasks, pool card) of a mini pool, building it first if needed."""
+    if pool.startswith("openclip-"):
+        from .mini_openclip.build import OpenCLIPManifest, ensure_openclip_built
+
+        build_dir = ensure_openclip_built(pool[len("openclip-"):], seed=seed)
+        return build_dir, list(OpenCLIPManifest.load(build_dir).eval_tasks), json.loads((build_dir / "card.json").read_text())
     text_pool = text_pool_builder(pool)
     if text_pool is not None:
         from .mini_llm.manifest import LLMManifest as TextPoolManifest
@@ -192,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     compare.add_argument("--pool", choices=sorted(POOLS), default="ta20")
     compare.add_argument("--seed", type=int, default=0, help="mini pool builder seed")
     compare.add_argument("--methods", help=f"comma-separated; default for CLIP pools: {DEFAULT_METHODS}; for llm- pools: {LLM_METHODS}; for glue- pools: {GLUE_METHODS}; "
-                         f"for t5- pools: {T5_METHODS} (-lora pools: without DARE)")
+                         f"for t5- pools: {T5_METHODS} (-lora pools: without DARE); for openclip- pools: {OPENCLIP_METHODS}")
     compare.add_argument("--out", help="output folder (default: benchmarks/results/compare_<pool>)")
     compare.add_argument("--fw-iters", type=int, default=15, help="FW iterations (paper: 15 for FW-soft)")
     compare.add_argument("--samples-per-task", type=int, default=100)
