@@ -105,9 +105,9 @@ def _zero_shot_heads(clip, processor, source: Manifest, tasks: List[str]):
 
 def build_openclip_pool(variant_name: str, seed: int, out: Path, cache_dir=None) -> None:
     """Write the pool into ``out`` (a fresh directory); the card last."""
-    started = time.perf_counter()
     variant = get_variant(variant_name)
     source_dir = ensure_built(variant.source, seed, cache_dir, SOURCE_BUILDER_VERSION)  # trains: outside no_grad
+    started = time.perf_counter()  # the card's seconds: the conversion, not the source build
     with torch.no_grad():
         _convert(variant, seed, out, Path(source_dir), started)
 
