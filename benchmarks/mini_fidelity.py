@@ -38,7 +38,7 @@ from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs  # noqa: E4
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 from fusion_bench_fw.mini.tasks import TASKS  # noqa: E402
 from fusion_bench_fw.mini.training import Anchor, accuracy, vision_tower  # noqa: E402
-from fusion_bench_fw.mini.variants import get_variant  # noqa: E402
+from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant  # noqa: E402
 from harness.machine import command_line, commit_of  # noqa: E402
 
 GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -64,7 +64,7 @@ def _task_vector_stats(pretrained, models):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", default="ta20")
-    parser.add_argument("--builder-version", type=int, default=3, help="the built pool whose pretrained CLIP, data and settings are the base (v3 and v4 share all but the fine-tuning)")
+    parser.add_argument("--builder-version", type=int, default=BUILDER_VERSION, help="the built pool whose pretrained CLIP, data and settings are the base (default: the current builder; v3 and v4 share all but the fine-tuning, so the committed v3 rows used 3)")
     parser.add_argument("--tasks", choices=("eval", "all"), default="eval")
     parser.add_argument("--set", action="append", default=[], help="variant field=value for the fine-tuning (e.g. finetune_lr=1e-4)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mini_fidelity" / "mini_fidelity.json"))
