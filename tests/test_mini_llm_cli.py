@@ -74,6 +74,28 @@ def test_a_lazily_loading_pool_merges_as_an_eager_one(llm_micro_dir):
                .load_pretrained_model().named_parameters())  # the iteration moved the model
 
 
+def test_lazy_state_dicts_through_the_pool_loader_merge_as_the_streamed_files(llm_micro_dir):
+    """With stream_safetensors=false a lazily loading CausalLMPool hands each fine-tune over as a
+    LazyStateDict (a mapping, not a module): the reader takes its tensors, and the merge equals the
+    one streamed from the safetensors files. Full fine-tunes only: FusionBench 0.2.33's lazy loader
+    pops ``pretrained_model_name_or_path`` from a LoRA entry's config, which has none (KeyError)."""
+    import lightning as L
+    import torch
+
+    from fusion_bench_fw import FWHard
+    from fusion_bench_fw.mini_llm.pools import MiniCausalLMPool
+
+    merged, readers = {}, {}
+    for stream in (True, False):
+        pool = MiniCausalLMPool(variant="micro", cache_dir=str(llm_micro_dir.parent), enable_lazy_loading=True, tasks=["reverse", "add", "copy"])
+        algorithm = FWHard(max_iters=1, objective_tasks=["reverse"], samples_per_task=16, line_search_evals=4, stream_safetensors=stream)
+        algorithm.fabric = L.Fabric(accelerator="cpu", devices=1)
+        merged[stream] = {n: p.detach().clone() for n, p in algorithm.run(pool).named_parameters()}
+        readers[stream] = algorithm.fw_summary["readers"]
+    assert readers[True]["pool_loader"] == 0 and readers[False]["safetensors"] == 0 and readers[False]["pool_loader"] > 0
+    assert all(torch.equal(merged[True][n], merged[False][n]) for n in merged[True])
+
+
 def test_compare_on_the_llm_pool_writes_its_table_with_the_pool_card_row(llm_micro_dir, llm_micro_card, tmp_path):
     """`fusion_bench_fw compare --pool llm-micro`: the LLM pool's configs, its eval tasks, its card's fine-tuned row."""
     import os
