@@ -56,11 +56,13 @@ def test_fw_streams_every_pickle_and_merges_the_objective_tasks(method, openclip
     assert summary["peak_streamed_checkpoints"] <= 1
     eval_tasks = card["eval_tasks"]
     assert _trajectory(tmp_path / "run")["config"]["objective_tasks_resolved"] == eval_tasks  # the taskpool's tasks
-    # the objective tasks' own models carry the merge
+    # the first step goes to the objective tasks' own models, and they carry the merge
+    first = _trajectory(tmp_path / "run")["iterations"][0]["selected"]
+    assert set(first) <= set(eval_tasks), first
     weights = summary["weights"]
     assert sum(weights[t] for t in eval_tasks) > sum(w for t, w in weights.items() if t not in eval_tasks and t != "_pretrained_")
-    zero_shot = card["eval_average"]["zero_shot"]
-    assert report["average"]["accuracy"] > zero_shot + 0.03
+    for task in eval_tasks:  # measured: fw_hard 28.5 / 50.5, fw_soft 35.5 / 43.5 against zero-shot 22.0 / 39.0
+        assert report[task]["accuracy"] > card["tasks"][task]["zero_shot"] + 0.03, (task, report[task])
 
 
 def test_task_wise_fw_hard_equals_the_same_run_on_the_hugging_face_pool(openclip_micro, micro_cache_dir, tmp_path):
