@@ -54,6 +54,10 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         # the paper's fair setting (§4.1): entropy on the objective tasks only, every model merged
         "adamerging_task_objective": MethodSpec("AdaMerging task-wise (entropy: objective tasks)", adamerging_objective + ["method.name=clip_task_wise_adamerging"]),
         "adamerging_layer_objective": MethodSpec("AdaMerging layer-wise (entropy: objective tasks)", adamerging_objective + ["method.name=clip_layer_wise_adamerging"]),
+        # FusionBench's Concrete subspace merging: a task-arithmetic mask learnt by entropy on the test images of every pool task
+        "concrete_ta": MethodSpec(f"Concrete task arithmetic (entropy: all tasks, {adamerging_steps} steps)",
+                                  ["method=concrete_subspace/clip_concrete_task_arithmetic", f"method.max_steps={adamerging_steps}",
+                                   "method.num_workers=0", f"method.save_interval={adamerging_steps + 1}"]),
         # FusionBench's data-informed merges: statistics of each model on its own task's train split,
         # so they see 256 images of every pool task (5x the tasks FW-Merging's objective sees on TA20)
         "fisher_merging": MethodSpec("Fisher merging (256 train images of every pool task)", ["method=fisher_merging/clip_fisher_merging", "method.num_fisher_examples=256"]),
