@@ -115,7 +115,8 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         dtype = next(iter(theta0.values())).dtype
 
         vertex_names = ([PRETRAINED] if options.pretrained_as_vertex else []) + candidates
-        source = PoolCheckpoints(modelpool, vertex_names, block_names, dtype=dtype, prefer_safetensors=options.stream_safetensors, files=self.checkpoint_files)
+        source = PoolCheckpoints(modelpool, vertex_names, block_names, dtype=dtype, prefer_safetensors=options.stream_safetensors, files=self.checkpoint_files,
+                                 base=self.in_memory_base(theta0))
         counts = source.reader_counts()
         log.info("checkpoints read by: the streaming safetensors reader %d, the pool's load_model %d", counts[STREAMING], counts[POOL_LOADER])
         distances: Dict[str, float] = {}
@@ -171,6 +172,12 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
     def check_candidates(self, count: int) -> None:
         """Hook for option checks that need the number of LMO candidates."""
 
+    def in_memory_base(self, theta0: ParamDict):
+        """theta_0 and the files it was loaded from, for LoRA vertices on the same base
+        (``PoolCheckpoints.base``); None when the pretrained model is not a streamed safetensors model."""
+        files = self.checkpoint_files.get(PRETRAINED)
+        return (theta0, files) if files is not None and files.reader == STREAMING else None
+
     def resolve_objective_tasks(self, family: ModelFamily) -> List[str]:
         return resolve_objective_tasks(family, self.run_options.loss, self.run_options.objective_tasks, self)
 
@@ -203,7 +210,8 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             # theta0 + a * sum_i (theta_i - theta0), streamed; affine weights (1 - n a, a, ..., a)
             alpha = float(options.init_scaling_factor)
             theta = {k: v.clone() for k, v in theta0.items()}
-            source = PoolCheckpoints(modelpool, candidates, block_names, dtype=next(iter(theta0.values())).dtype, prefer_safetensors=options.stream_safetensors, files=self.checkpoint_files)
+            source = PoolCheckpoints(modelpool, candidates, block_names, dtype=next(iter(theta0.values())).dtype, prefer_safetensors=options.stream_safetensors,
+                                     files=self.checkpoint_files, base=self.in_memory_base(theta0))
             for _, vertex in source.stream():
                 for name in block_names:
                     theta[name].add_(vertex[name].to(theta[name].device) - theta0[name], alpha=alpha)

@@ -39,19 +39,24 @@ class PoolCheckpoints:
     serves a checkpoint (STREAMING or POOL_LOADER), the same in every process.
 
     ``files`` are the resolved entries (:func:`~.checkpoint_files.resolve_pool`), resolved here when
-    not given.
+    not given. ``base`` (the pretrained parameters already in memory, and the files they came from)
+    lets a LoRA vertex on those same base files start from them instead of re-reading the base from
+    disk for every adapter; ``base_reads`` counts the LoRA vertices that still read it from disk.
     """
 
     def __init__(self, modelpool, names: Sequence[str], block_names: Sequence[str], dtype: torch.dtype = torch.float32,
-                 prefer_safetensors: bool = True, files: Optional[Mapping[str, CheckpointFiles]] = None):
+                 prefer_safetensors: bool = True, files: Optional[Mapping[str, CheckpointFiles]] = None,
+                 base: Optional[Tuple[ParamDict, CheckpointFiles]] = None):
         self.modelpool = modelpool
         self.names: List[str] = list(names)
         self.block_names = list(block_names)
         self.dtype = dtype
         self.prefer_safetensors = prefer_safetensors
         self.files = dict(files) if files is not None else resolve_pool(modelpool, self.names, prefer_safetensors)
+        self.base = base
         self.loads = 0
         self.block_loads = 0
+        self.base_reads = 0
         self.alive = 0
         self.peak_alive = 0
 
@@ -117,7 +122,7 @@ class PoolCheckpoints:
             return self._read_safetensors(*served)
         lora = self._served(name, LORA)
         if lora is not None:
-            params = self._read_safetensors(*lora)
+            params = self._lora_base(*lora)
             for block, delta in lora[0].adapter.deltas(self.block_names, self.dtype).items():
                 params[block] += delta
             return params
@@ -142,6 +147,16 @@ class PoolCheckpoints:
             return None
         prefix = stored_prefix(files.weight_map, self.block_names)
         return None if prefix is None else (files, prefix)
+
+    def _lora_base(self, files: CheckpointFiles, prefix: str) -> ParamDict:
+        """The base weights a LoRA vertex adds its deltas to: a CPU copy of the in-memory pretrained
+        parameters when the adapter's base model is the same files, else read from disk."""
+        if self.base is not None and not prefix:
+            params, base_files = self.base
+            if dict(base_files.weight_map) == dict(files.weight_map) and all(b in params for b in self.block_names):
+                return {b: params[b].detach().to(device="cpu", dtype=self.dtype, copy=True) for b in self.block_names}
+        self.base_reads += 1
+        return self._read_safetensors(files, prefix)
 
     def _read_safetensors(self, files: CheckpointFiles, prefix: str = "") -> ParamDict:
         by_file: Dict[Path, List[str]] = defaultdict(list)

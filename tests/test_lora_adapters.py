@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -59,6 +60,27 @@ def test_lora_vertex_equals_the_peft_merged_model(lora_pool):
         assert changed and all(("q_proj" in b or "v_proj" in b or "down_proj" in b) for b in changed)
         for block in blocks:
             torch.testing.assert_close(params[block], merged[name][block], rtol=1e-5, atol=1e-6)
+
+
+def test_a_lora_vertex_on_the_pretrained_files_starts_from_theta0_in_memory(lora_pool):
+    """With the pretrained parameters given (as FWHard/FWSoft give them), no adapter re-reads the base
+    from disk, and every vertex is the same as when it does."""
+    pool, merged, tmp_path = lora_pool
+    blocks = list(merged["plain"])
+    files = resolve_pool(pool, ["_pretrained_", "plain", "rs"])
+    theta0 = PoolCheckpoints(pool, ["_pretrained_"], blocks, files=files).load("_pretrained_")
+    from_disk = PoolCheckpoints(pool, ["plain", "rs"], blocks, files=files)
+    from_memory = PoolCheckpoints(pool, ["plain", "rs"], blocks, files=files, base=(theta0, files["_pretrained_"]))
+    for name in ("plain", "rs"):
+        a, b = from_disk.load(name), from_memory.load(name)
+        assert all(torch.equal(a[k], b[k]) for k in blocks)
+    assert (from_disk.base_reads, from_memory.base_reads) == (2, 0)
+    assert all(torch.equal(theta0[k], dict(tiny_llama().named_parameters())[k]) for k in blocks)  # the deltas went into copies
+    # parameters from other files than the adapters' base: the base is read from disk
+    elsewhere = replace(files["_pretrained_"], weight_map={k: tmp_path / "another.safetensors" for k in files["_pretrained_"].weight_map})
+    other = PoolCheckpoints(pool, ["plain"], blocks, files=files, base=(theta0, elsewhere))
+    other.load("plain")
+    assert other.base_reads == 1
 
 
 def test_the_rslora_scale_differs_from_plain(lora_pool):
