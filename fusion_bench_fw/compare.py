@@ -58,6 +58,9 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         "concrete_ta": MethodSpec(f"Concrete task arithmetic (entropy: all tasks, {adamerging_steps} steps)",
                                   ["method=concrete_subspace/clip_concrete_task_arithmetic", f"method.max_steps={adamerging_steps}",
                                    "method.num_workers=0", f"method.save_interval={adamerging_steps + 1}"]),
+        "concrete_ta_objective": MethodSpec(f"Concrete task arithmetic (entropy: objective tasks, {adamerging_steps} steps)",
+                                            ["method=concrete_objective", f"method.objective_tasks={tasks}", f"method.max_steps={adamerging_steps}",
+                                             f"method.save_interval={adamerging_steps + 1}"]),
         # FusionBench's data-informed merges: statistics of each model on its own task's train split,
         # so they see 256 images of every pool task (5x the tasks FW-Merging's objective sees on TA20)
         "fisher_merging": MethodSpec("Fisher merging (256 train images of every pool task)", ["method=fisher_merging/clip_fisher_merging", "method.num_fisher_examples=256"]),

@@ -118,3 +118,45 @@ def test_regmean_plusplus_config_builds_where_fusion_bench_0_2_33_fails():
     algorithm = instantiate(OmegaConf.merge(ours, {"num_regmean_examples": 64}))
     assert isinstance(algorithm, RegMeanAlgorithmForCLIPPlusPlus)
     assert algorithm.num_regmean_examples == 64 and algorithm.dataloader_kwargs["batch_size"] == 32
+
+
+class _SeenConcrete:
+    """Concrete task arithmetic that records the task of every entropy term of its mask training."""
+
+    @staticmethod
+    def build(tasks, tmp_path):
+        from omegaconf import OmegaConf
+
+        from fusion_bench_fw.baselines.concrete import ObjectiveConcreteTaskArithmetic
+
+        class Seen(ObjectiveConcreteTaskArithmetic):
+            def compute_logits(self, module, images, task):
+                self.seen.append(task)
+                return super().compute_logits(module, images, task)
+
+        config = OmegaConf.load(__import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "method" / "concrete_objective.yaml")
+        config = {k: v for k, v in OmegaConf.to_container(config).items() if k not in ("_target_", "objective_tasks")}
+        algorithm = Seen(OmegaConf.create({"name": "clip_concrete_task_arithmetic", **config, "max_steps": 2, "batch_size": 8, "cache_dir": str(tmp_path)}))
+        algorithm.objective_tasks, algorithm.seen = tasks, []
+        from lightning.fabric.loggers import TensorBoardLogger
+
+        # what the fusion_bench program hands it; it logs its hyperparameters (CSVLogger cannot)
+        algorithm.fabric = L.Fabric(accelerator="cpu", devices=1, loggers=TensorBoardLogger(str(tmp_path), name="concrete"))
+        return algorithm
+
+
+def test_fair_concrete_sees_only_the_objective_tasks_and_merges_every_model(micro_pool, tmp_path):
+    task = micro_pool.eval_tasks[0]
+    algorithm = _SeenConcrete.build([task], tmp_path)
+    pool = micro_pool.make_modelpool()
+    merged = algorithm.run(pool)
+    assert algorithm.seen == [task] * 2  # one entropy term per step, of the objective task only
+    assert algorithm.modelpool is pool
+    base, key = pool.load_model("_pretrained_").state_dict(), "vision_model.encoder.layers.0.mlp.fc1.weight"
+    moved = merged.state_dict()[key] - base[key]
+    for name in pool.model_names:  # every task vector enters the masked sum
+        tau = pool.load_model(name).state_dict()[key] - base[key]
+        assert float((moved * tau).sum()) > 0, name
+    everything = _SeenConcrete.build(None, tmp_path / "all")
+    everything.run(micro_pool.make_modelpool())
+    assert sorted(set(everything.seen)) == sorted(pool.model_names)  # null: FusionBench's default, every task
