@@ -168,3 +168,14 @@ def t5_micro_card(t5_micro_dir) -> dict:
     import json
 
     return json.loads((t5_micro_dir / "card.json").read_text())
+
+
+# --- mini OpenCLIP pool fixtures ---
+
+
+@pytest.fixture(scope="session")
+def openclip_micro_dir(micro_cache_dir) -> Path:
+    """The mini OpenCLIP pool's micro build (mini CLIP micro's towers as task-vector checkpoints; seconds once that is built)."""
+    from fusion_bench_fw.mini_openclip.build import ensure_openclip_built
+
+    return ensure_openclip_built("micro", 0, cache_dir=micro_cache_dir)

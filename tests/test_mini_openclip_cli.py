@@ -18,11 +18,8 @@ POOL = ["modelpool=mini-openclip_micro", "taskpool=mini-openclip_micro"]
 
 
 @pytest.fixture(scope="module")
-def openclip_micro(micro_cache_dir):
-    from fusion_bench_fw.mini_openclip.build import ensure_openclip_built
-
-    build_dir = ensure_openclip_built("micro", 0, cache_dir=micro_cache_dir)
-    return build_dir, json.loads((build_dir / "card.json").read_text())
+def openclip_micro(openclip_micro_dir):
+    return openclip_micro_dir, json.loads((openclip_micro_dir / "card.json").read_text())
 
 
 def test_build_is_the_mini_clip_pool_in_task_vector_layout(openclip_micro, mini_micro_card):

@@ -92,6 +92,11 @@ class OpenCLIPVisionFamily(ImageClassifierFamily):
 
         return logits
 
+    def merged_model(self, model: nn.Module, theta) -> nn.Module:
+        # FusionBench's OpenCLIP taskpool wraps the model with fabric.setup_module, and under DDP that
+        # refuses a module with no trainable parameter: hand it back trainable, as the pool loads it
+        return super().merged_model(model, theta).requires_grad_(True)
+
     def read_merged_checkpoint(self, path: Path, model: nn.Module, block_names: Sequence[str]) -> ParamDict:
         """A merged encoder saved by FusionBench (a pickle or state dict file)."""
         from ..openclip_checkpoints import read_pickle, state_dict_of
