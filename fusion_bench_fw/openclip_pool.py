@@ -21,16 +21,23 @@ class OpenCLIPTaskVectorPool(OpenCLIPVisionModelPool):
     """An ``OpenCLIPVisionModelPool`` whose pickle and state-dict entries load offline."""
 
     def load_model(self, model_name_or_config, *args, **kwargs):
-        named = isinstance(model_name_or_config, str) and model_name_or_config in self._models
-        entry = self._models[model_name_or_config] if named else model_name_or_config
-        if isinstance(entry, DictConfig):
-            entry = OmegaConf.to_container(entry, resolve=True)
-        if pickle_entry(entry) is None:
-            return super().load_model(model_name_or_config, *args, **kwargs)
-        label = f"model {model_name_or_config!r}" if named else "model"
-        encoder = load_image_encoder(label, entry)
-        remember_processors(self, encoder)
-        return encoder
+        encoder = pickled_encoder(self, model_name_or_config)
+        return encoder if encoder is not None else super().load_model(model_name_or_config, *args, **kwargs)
+
+
+def pickled_encoder(modelpool, model_name_or_config):
+    """The ``ImageEncoder`` of a pool entry (a model name or an entry, as ``load_model`` takes them)
+    that is a pickle or state-dict file, read offline (:mod:`.openclip_checkpoints`), its
+    preprocessing remembered on the pool; None for any other entry, which the pool's loader handles."""
+    named = isinstance(model_name_or_config, str) and model_name_or_config in modelpool._models
+    entry = modelpool._models[model_name_or_config] if named else model_name_or_config
+    if isinstance(entry, DictConfig):
+        entry = OmegaConf.to_container(entry, resolve=True)
+    if pickle_entry(entry) is None:
+        return None
+    encoder = load_image_encoder(f"model {model_name_or_config!r}" if named else "model", entry)
+    remember_processors(modelpool, encoder)
+    return encoder
 
 
 def remember_processors(modelpool, encoder) -> None:

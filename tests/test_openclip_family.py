@@ -151,3 +151,19 @@ def test_hugging_face_tower_converts_to_the_same_open_clip_function():
     images = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model.encode_image(images), hf(pixel_values=images).image_embeds, atol=1e-5)
+
+
+def test_init_from_a_saved_merge_reads_its_image_tower_and_refuses_another_shape(pickles, tmp_path):
+    modelpool = pool(OpenCLIPVisionModelPool, pickles)
+    family = OpenCLIPVisionFamily(modelpool, _Fabric())
+    model = family.load_base()
+    names = family.merged_parameters(model)
+    finetuned = torch.load(pickles / "a" / "finetuned.pt", weights_only=False)
+    torch.save(finetuned.state_dict(), tmp_path / "merged.pt")  # what FusionBench's save_model writes for this pool
+    params = family.read_merged_checkpoint(tmp_path / "merged.pt", model, names)
+    assert sorted(params) == sorted(names)
+    assert all(torch.equal(params[n], finetuned.state_dict()[n]) for n in names)
+    broken = {**finetuned.state_dict(), names[0]: torch.zeros(3)}
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=rf"does not match the pretrained architecture \(parameter '{names[0]}'\)"):
+        family.read_merged_checkpoint(tmp_path / "broken.pt", model, names)

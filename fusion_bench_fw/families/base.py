@@ -111,7 +111,12 @@ class ModelFamily(ABC):
 
     def read_merged_checkpoint(self, path: Path, model: nn.Module, block_names: Sequence[str]) -> ParamDict:
         """Parameters of a merged checkpoint on disk (``init=<dir>``), by the base model's own class."""
-        params = dict(type(model).from_pretrained(str(path)).named_parameters())
+        return self.matching_parameters(path, dict(type(model).from_pretrained(str(path)).named_parameters()), model, block_names)
+
+    @staticmethod
+    def matching_parameters(path, params: Mapping[str, torch.Tensor], model: nn.Module, block_names: Sequence[str]) -> ParamDict:
+        """``params`` (read from the checkpoint at ``path``) for the merged blocks, on the base model's
+        device and dtype; a missing block or another shape is refused, naming the parameter."""
         base = dict(model.named_parameters())
         for name in block_names:
             if name not in params or params[name].shape != base[name].shape:

@@ -23,13 +23,6 @@ from .image_classification import ImageClassifierFamily
 VISUAL_PREFIX = "model.visual."
 
 
-def _entry(modelpool, name: str):
-    from omegaconf import DictConfig, OmegaConf
-
-    entry = modelpool._models[name]
-    return OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else entry
-
-
 class OpenCLIPVisionFamily(ImageClassifierFamily):
     name = "openclip_vision"
     description = "OpenCLIP image encoders with per-task heads (OpenCLIPVisionModelPool)"
@@ -50,14 +43,14 @@ class OpenCLIPVisionFamily(ImageClassifierFamily):
                 raise FileNotFoundError(f"modelpool.classification_heads.{task}: {head} does not exist; fix the path (its model_dir)")
 
     def load_base(self) -> nn.Module:
-        from ..openclip_checkpoints import load_image_encoder, pickle_entry
-        from ..openclip_pool import remember_processors
+        from ..openclip_pool import pickled_encoder, remember_processors
 
         name = "_pretrained_" if self.modelpool.has_pretrained else self.modelpool.model_names[0]
-        entry = _entry(self.modelpool, name)
         # read the pickle ourselves: the stock pool's loader cannot (openclip_checkpoints explains)
-        model = load_image_encoder(f"model {name!r}", entry) if pickle_entry(entry) is not None else self.modelpool.load_model(name)
-        remember_processors(self.modelpool, model)
+        model = pickled_encoder(self.modelpool, name)
+        if model is None:
+            model = self.modelpool.load_model(name)
+            remember_processors(self.modelpool, model)
         self.processor = getattr(model, "val_preprocess", None) or self.modelpool.test_processor
         model.requires_grad_(False).eval()
         return self.fabric.to_device(model)
@@ -101,9 +94,4 @@ class OpenCLIPVisionFamily(ImageClassifierFamily):
         """A merged encoder saved by FusionBench (a pickle or state dict file)."""
         from ..openclip_checkpoints import read_pickle, state_dict_of
 
-        params = state_dict_of(read_pickle(Path(path)), f"init checkpoint {str(path)!r}")
-        base = dict(model.named_parameters())
-        for name in block_names:
-            if name not in params or params[name].shape != base[name].shape:
-                raise ValueError(f"init checkpoint {str(path)!r} does not match the pretrained architecture (parameter {name!r})")
-        return {name: params[name].detach().to(device=base[name].device, dtype=base[name].dtype).clone() for name in block_names}
+        return self.matching_parameters(path, state_dict_of(read_pickle(Path(path)), f"init checkpoint {str(path)!r}"), model, block_names)

@@ -153,17 +153,10 @@ def _convert(variant: OpenCLIPVariant, seed: int, out: Path, source_dir: Path, s
 
 def ensure_openclip_built(variant: str = "micro", seed: int = 0, cache_dir=None) -> Path:
     """The directory of a finished mini OpenCLIP build, building it (and the mini CLIP pool it converts) if needed."""
-    from ..mini.cache import cache_root, publish_build
+    from ..mini.cache import cache_root, is_complete_marker, publish_build
 
     get_variant(variant)
     name = f"openclip-{variant}-v{BUILDER_VERSION}-seed{int(seed)}"
     marker = {"builder": "mini_openclip", "version": BUILDER_VERSION, "variant": variant, "seed": int(seed)}
-
-    def complete(path: Path) -> bool:
-        try:
-            return json.loads((path / "COMPLETE").read_text()) == marker and (path / MANIFEST_FILE).is_file()
-        except (OSError, ValueError):
-            return False
-
-    return publish_build(cache_root(cache_dir), name, marker, complete,
+    return publish_build(cache_root(cache_dir), name, marker, lambda path: is_complete_marker(path, marker) and (path / MANIFEST_FILE).is_file(),
                          lambda partial: build_openclip_pool(variant, int(seed), partial, cache_dir))

@@ -12,8 +12,10 @@ from datasets import load_from_disk
 
 from fusion_bench.dataset import ImageClassificationDataset
 
-GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-DEFAULT_LAMBDA = 0.3
+from ..mini.card import _summary  # the task-arithmetic curve's summary, as on the mini CLIP card
+from ..mini.fidelity import LAMBDA as DEFAULT_LAMBDA
+
+GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # holds DEFAULT_LAMBDA
 
 
 def test_tensors(build_dir: Path, manifest, processor, tasks) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
@@ -66,15 +68,11 @@ def measure_openclip_card(build_dir: Path, manifest, source_card: Mapping) -> Di
     encoder.load_state_dict(base, strict=False)
     mean = lambda key: sum(per_task[t][key] for t in manifest.eval_tasks) / len(manifest.eval_tasks)  # noqa: E731
 
-    def summary(curve):
-        best = max(curve, key=lambda k: curve[k]["average"])
-        return {"at_default": curve[f"{DEFAULT_LAMBDA:g}"]["average"], "best_lambda": float(best), "best": curve[best]["average"], "by_lambda": curve}
-
     return {
         "variant": manifest.variant, "seed": manifest.seed, "model_name": manifest.model_name, "source_build": manifest.source_build,
         "tasks": per_task, "eval_tasks": manifest.eval_tasks,
         "eval_average": {"zero_shot": mean("zero_shot"), "finetuned": mean("finetuned")},
-        "task_arithmetic": {g: {"models": list(models), **summary(curves[g])} for g, models in groups.items()},
+        "task_arithmetic": {g: {"models": list(models), **_summary(curves[g])} for g, models in groups.items()},
         "simple_average_all": average,
         "max_abs_difference_from_source": max(abs(r[k] - r[f"source_{k}"]) for r in per_task.values() for k in ("zero_shot", "finetuned")),
     }

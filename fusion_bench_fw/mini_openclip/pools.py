@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
-from ..mini.pools import _MiniConfigMixin, _plain
+from ..mini.pools import _MiniConfigMixin, _plain, select_tasks
 from ..openclip_pool import OpenCLIPTaskVectorPool
 from .build import OpenCLIPManifest, ensure_openclip_built, register_open_clip_config
 
@@ -26,19 +26,6 @@ def _prepare(variant: str, seed: int, cache_dir):
     manifest = OpenCLIPManifest.load(build_dir)
     register_open_clip_config(build_dir, manifest)
     return build_dir, manifest, build_dir / manifest.checkpoints_root / manifest.model_name
-
-
-def _select(manifest: OpenCLIPManifest, tasks, default: str) -> List[str]:
-    tasks = default if tasks is None else tasks
-    if tasks == "all":
-        return list(manifest.tasks)
-    if tasks == "eval":
-        return list(manifest.eval_tasks)
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    unknown = [t for t in tasks if t not in manifest.tasks]
-    if unknown or not tasks:
-        raise ValueError(f"bad task list {tasks}; this pool's tasks are {manifest.tasks}")
-    return tasks
 
 
 def _datasets(build_dir: Path, manifest: OpenCLIPManifest, names: List[str], split: str) -> DictConfig:
@@ -56,7 +43,7 @@ class MiniOpenCLIPVisionModelPool(_MiniConfigMixin, OpenCLIPTaskVectorPool):
                  with_train_datasets: bool = True, with_test_datasets: bool = True, **kwargs):
         tasks = _plain(tasks)
         build_dir, manifest, root = _prepare(variant, seed, cache_dir)
-        names = _select(manifest, tasks, "all")
+        names = select_tasks(manifest, tasks, default="all")
         models = {"_pretrained_": {"model_name": manifest.model_name, "pickle_path": str(root / "zeroshot.pt")},
                   **{t: {"model_name": manifest.model_name, "pickle_path": str(root / t / "finetuned.pt")} for t in names}}
         super().__init__(
@@ -78,7 +65,7 @@ class MiniOpenCLIPVisionModelTaskPool(_MiniConfigMixin, OpenCLIPVisionModelTaskP
                  dataloader_kwargs: Optional[Dict] = None, **kwargs):
         tasks = _plain(tasks)
         build_dir, manifest, root = _prepare(variant, seed, cache_dir)
-        names = _select(manifest, tasks, "eval")
+        names = select_tasks(manifest, tasks, default="eval")
         loader = {"batch_size": 128, "num_workers": 0, **(_plain(dataloader_kwargs) or {})}
         super().__init__(test_datasets=_datasets(build_dir, manifest, names, "test"), classification_heads=_heads(root, names),
                          dataloader_kwargs=DictConfig(loader), model_name=manifest.model_name, **kwargs)
