@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fusion_bench_fw.baselines.fisher_weighted import FisherMergeAccumulator, diagonal_fisher, fisher_merge_streamed
+from fusion_bench_fw.baselines.fisher_weighted import FisherMergeAccumulator, SampleGradients, diagonal_fisher, fisher_merge_streamed
 
 # --- a toy pool: softmax regression, whose per-sample gradient is known in closed form ---------
 
@@ -49,9 +49,39 @@ def test_diagonal_fisher_is_the_empirical_fisher(toy):
     expected = analytic_fisher(models[0], tasks)
     for name in expected:
         torch.testing.assert_close(fisher[name], expected[name])
-    # batches of several samples square a batch's gradient: a different (coarser) estimate
-    coarse = diagonal_fisher(models[0], toy_loss, per_sample_batches(tasks, batch_size=4))
-    assert not torch.allclose(coarse["w"], expected["w"])
+    # batches of several samples: per-sample gradients in one vectorised pass, the same Fisher
+    batched = diagonal_fisher(models[0], toy_loss, per_sample_batches(tasks, batch_size=4))
+    for name in expected:
+        torch.testing.assert_close(batched[name], expected[name])
+    # (the squared gradient of a whole batch's loss would be a different, coarser estimate)
+    x, y = tasks[0]
+    leaves = {k: v.clone().requires_grad_(True) for k, v in models[0].items()}
+    coarse = torch.autograd.grad(toy_loss(leaves, "t0", (x, y)), leaves["w"])[0].square() / len(y)
+    exact = diagonal_fisher(models[0], toy_loss, per_sample_batches([tasks[0]], batch_size=len(y)))["w"]
+    torch.testing.assert_close(exact, analytic_fisher(models[0], [tasks[0]])["w"])
+    assert not torch.allclose(exact, coarse)
+
+
+def test_a_loss_vmap_cannot_batch_falls_back_to_one_backward_pass_per_sample(toy):
+    theta0, models, tasks = toy
+    calls = []
+
+    def unbatchable_loss(params, task, batch):
+        x, y = batch
+        calls.append(len(y))
+        if float(x.sum()) > 1e9:  # data-dependent control flow: vmap refuses .item() on a batched tensor
+            raise AssertionError
+        return toy_loss(params, task, batch)
+
+    gradients = SampleGradients(unbatchable_loss)
+    x, y = tasks[1]
+    squares = gradients.summed_squares(models[0], "t1", (x, y))
+    assert not gradients.vectorised
+    expected = analytic_fisher(models[0], [tasks[1]])
+    torch.testing.assert_close(squares["w"] / len(y), expected["w"])
+    assert calls[-len(y):] == [1] * len(y)  # then one sample at a time
+    with pytest.raises(ValueError, match="common first"):
+        gradients.summed_squares(models[0], "t1", (x, y[:2]))
 
 
 def test_streamed_fisher_merge_equals_the_dense_formula(toy):

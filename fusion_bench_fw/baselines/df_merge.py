@@ -52,7 +52,7 @@ class DFMergeOptions:
     coefficient_max: float = 1.0
     samples_per_task: int = 100  # validation samples per objective task (train split)
     fisher_samples_per_task: int = 30  # of those, the ones the Fisher is computed on
-    fisher_batch_size: int = 1  # 1 = exact empirical Fisher (per-sample gradients)
+    fisher_batch_size: int = 8  # samples whose per-sample gradients are taken together (the Fisher is exact at any size)
     fisher_floor: float = 1e-12
     batch_size: int = 32  # for the validation accuracy
     seed: int = 0
@@ -87,7 +87,7 @@ class DFMerge(SimpleProfilerMixin, LightningFabricMixin, BaseAlgorithm):
         objective_tasks: Union[str, List[str], None] = TASKPOOL_TASKS,
         samples_per_task: int = 100,
         fisher_samples_per_task: int = 30,
-        fisher_batch_size: int = 1,
+        fisher_batch_size: int = 8,
         fisher_floor: float = 1e-12,
         batch_size: int = 32,
         seed: int = 0,
