@@ -35,6 +35,7 @@ class MethodSpec:
     label: str
     overrides: List[str]
     launcher: Optional[List[str]] = None  # instead of the fusion_bench command (same Hydra program)
+    report_key: Optional[str] = None  # for methods returning several models: the one whose report is the row
 
 
 def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: int, adamerging_steps: int, inner_steps: int, df_merge_steps: Sequence[int] = (10, 50)) -> Dict[str, MethodSpec]:
@@ -61,6 +62,15 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         "concrete_ta_objective": MethodSpec(f"Concrete task arithmetic (entropy: objective tasks, {adamerging_steps} steps)",
                                             ["method=concrete_objective", f"method.objective_tasks={tasks}", f"method.max_steps={adamerging_steps}",
                                              f"method.save_interval={adamerging_steps + 1}"]),
+        # FusionBench's AdaMerging + Representation Surgery: AdaMerging as above, then per-task feature
+        # adapters fitted to each fine-tuned model's features on the same test images; the row is the
+        # surgery model (evaluation every surgery_steps + 1 steps: never mid-run)
+        "surgery": MethodSpec(f"AdaMerging + Surgery layer-wise (test images of all tasks, {adamerging_steps}+{adamerging_steps} steps)",
+                              ["method=surgery/adamerging_surgery", *adamerging[1:], f"method.surgery_steps={adamerging_steps}", f"method.eval_iterations={adamerging_steps + 1}"],
+                              report_key="surgery"),
+        "surgery_objective": MethodSpec(f"AdaMerging + Surgery layer-wise (test images of objective tasks, {adamerging_steps}+{adamerging_steps} steps)",
+                                        ["method=surgery_objective", f"method.objective_tasks={tasks}", *adamerging[1:], f"method.surgery_steps={adamerging_steps}",
+                                         f"method.eval_iterations={adamerging_steps + 1}"], report_key="surgery"),
         # FusionBench's data-informed merges: statistics of each model on its own task's train split,
         # so they see 256 images of every pool task (5x the tasks FW-Merging's objective sees on TA20)
         "fisher_merging": MethodSpec("Fisher merging (256 train images of every pool task)", ["method=fisher_merging/clip_fisher_merging", "method.num_fisher_examples=256"]),
@@ -151,6 +161,8 @@ def run_method(name: str, spec: MethodSpec, *, modelpool: str, taskpool: str, ou
     if proc.returncode != 0:
         return RunResult(name, spec.label, shown, seconds, error=f"exit {proc.returncode}: {failure_line(proc.stderr)}")
     report = json.loads((log_dir / "program_report.json").read_text())
+    if spec.report_key is not None:
+        report = report[spec.report_key]
     accuracy = {task: float(value["accuracy"]) for task, value in report.items() if isinstance(value, dict) and "accuracy" in value and task != "average"}
     return RunResult(name, spec.label, shown, seconds, accuracy=accuracy)
 

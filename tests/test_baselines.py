@@ -160,3 +160,58 @@ def test_fair_concrete_sees_only_the_objective_tasks_and_merges_every_model(micr
     everything = _SeenConcrete.build(None, tmp_path / "all")
     everything.run(micro_pool.make_modelpool())
     assert sorted(set(everything.seen)) == sorted(pool.model_names)  # null: FusionBench's default, every task
+
+
+def _surgery(tasks, micro_cache_dir, tmp_path):
+    """The fair AdaMerging + Surgery on the micro pool (2 + 2 steps), recording which tasks' test images it reads."""
+    from omegaconf import OmegaConf
+
+    from fusion_bench_fw.baselines.surgery import ObjectiveAdaMergingSurgery
+    from fusion_bench_fw.mini.pools import MiniCLIPVisionModelPool
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    class Seen(ObjectiveAdaMergingSurgery):
+        def get_shuffled_test_loader_iter(self, task, *args, **kwargs):
+            self.seen.append(task)
+            return super().get_shuffled_test_loader_iter(task, *args, **kwargs)
+
+    config = OmegaConf.load(__import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "method" / "surgery_objective.yaml")
+    config = {k: v for k, v in OmegaConf.to_container(config).items() if k not in ("_target_", "objective_tasks", "fast_dev_run")}
+    config.update(max_steps=2, surgery_steps=2, eval_iterations=100, batch_size=8, cache_dir=str(tmp_path), fast_dev_run=False)
+    algorithm = Seen(OmegaConf.create({"name": "clip_layer_wise_adamerging_surgery", **config}))
+    algorithm.objective_tasks, algorithm.seen = tasks, []
+    algorithm.fabric = L.Fabric(accelerator="cpu", devices=1, loggers=TensorBoardLogger(str(tmp_path), name="surgery"))
+    pool = MiniCLIPVisionModelPool("micro", cache_dir=str(micro_cache_dir))
+    return algorithm, pool, algorithm.run(pool)
+
+
+def test_fair_surgery_reads_only_the_objective_tasks_and_merges_every_model(micro_pool, micro_cache_dir, tmp_path):
+    task = micro_pool.eval_tasks[0]
+    algorithm, pool, result = _surgery([task], micro_cache_dir, tmp_path)
+    # 2 AdaMerging steps + 2 surgery steps, each reading one batch of the objective task only
+    assert algorithm.seen and set(algorithm.seen) == {task}
+    surgery, merged = result["surgery"], result["adamerging"]
+    assert surgery.test_datasets == [task]
+    # the adapters are sized by the CLIP projection (32 on micro), not transformers' default 512
+    width = pool.load_clip_model("_pretrained_").visual_projection.out_features
+    assert surgery.projection_dim == width == merged.config.projection_dim != 512
+    # every task vector enters the merge
+    base, key = pool.load_model("_pretrained_").state_dict(), "vision_model.encoder.layers.0.mlp.fc1.weight"
+    moved = merged.state_dict()[key] - base[key]
+    for name in pool.model_names:
+        tau = pool.load_model(name).state_dict()[key] - base[key]
+        assert float((moved * tau).sum()) > 0, name
+    # null: FusionBench's behaviour, every pool task
+    everything, _, result = _surgery(None, micro_cache_dir, tmp_path / "all")
+    assert set(everything.seen) == set(pool.model_names) and result["surgery"].test_datasets == list(pool.model_names)
+
+
+def test_mini_pool_models_carry_the_clip_projection_width(micro_pool, micro_cache_dir):
+    from fusion_bench_fw.mini.pools import MiniCLIPVisionModelPool
+
+    pool = MiniCLIPVisionModelPool("micro", cache_dir=str(micro_cache_dir))
+    width = pool.load_clip_model("_pretrained_").config.projection_dim
+    stock = micro_pool.make_modelpool()  # FusionBench's own pool over the same files: the saved default
+    assert stock.load_model(pool.model_names[0]).config.projection_dim == 512 != width
+    for name in ["_pretrained_", *pool.model_names]:
+        assert pool.load_model(name).config.projection_dim == width, name

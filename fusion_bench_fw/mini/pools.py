@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from transformers import CLIPConfig, CLIPVisionConfig
 
 from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
@@ -137,11 +138,26 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
             **kwargs,
         )
         self.manifest = manifest
+        self._projection_dim = CLIPConfig.from_pretrained(manifest.pretrained_dir).projection_dim
         self._mini_args = dict(
             variant=variant, seed=int(seed), tasks=tasks, first_n=first_n, num_irrelevant=num_irrelevant,
             with_train_datasets=with_train_datasets, with_test_datasets=with_test_datasets,
             cache_dir=cache_dir, builder_version=builder_version, extra_models=extra_models or None, **_plain(kwargs),
         )
+
+
+    def load_model(self, model_name_or_config, *args, **kwargs):
+        """The stock loader, with the vision config's ``projection_dim`` set to the CLIP model's.
+
+        The builds (v3, v4) save their vision towers with transformers' default ``projection_dim``
+        (512) while the pool's CLIP projects to 32/64; FusionBench's Surgery sizes its feature
+        adapters by the tower's value, so it failed on these pools. Only the config changes, never a
+        weight; on real CLIP checkpoints the two values agree already."""
+        model = super().load_model(model_name_or_config, *args, **kwargs)
+        config = getattr(model, "config", None)
+        if isinstance(config, CLIPVisionConfig) and config.projection_dim != self._projection_dim:
+            config.projection_dim = self._projection_dim
+        return model
 
 
 class MiniCLIPVisionModelTaskPool(_MiniConfigMixin, CLIPVisionModelTaskPool):
