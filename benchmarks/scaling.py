@@ -53,7 +53,7 @@ def specs(budget: int, fw_iters: int, samples: int, eval_tasks: List[str], df_me
         # merge of every model)
         "df_merge": MethodSpec(
             f"DF-Merge (BO {df_merge_steps[0]}+{df_merge_steps[1]}, {samples} train samples per task)",
-            ["method=df_merge", f"method.init_points={df_merge_steps[0]}", f"method.n_iter={df_merge_steps[1]}", f"method.samples_per_task={samples}", f"method.fisher_samples_per_task={min(30, samples)}"],
+            ["method=df_merge", f"method.init_points={df_merge_steps[0]}", f"method.n_iter={df_merge_steps[1]}", f"method.samples_per_task={samples}", f"method.fisher_samples_per_task={min(30, samples)}", f"method.fisher_batch_size={min(30, samples)}"],
         ),
         "task_arithmetic": MethodSpec("Task arithmetic (0.3)", ["method=task_arithmetic", "method.scaling_factor=0.3"]),
         "ties_merging": MethodSpec("TIES-merging (0.3)", ["method=ties_merging", "method.scaling_factor=0.3"]),

@@ -26,7 +26,7 @@ POOLS = {"ta20": ("mini-clip_TA20", "mini-clip_TA20"), "micro": ("mini-clip_micr
          "openclip-ta8": ("mini-openclip_TA8", "mini-openclip_TA8"), "openclip-micro": ("mini-openclip_micro", "mini-openclip_micro")}
 DEFAULT_METHODS = (
     "fw_soft,fw_hard,intree_fw_soft,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,adamerging_task,adamerging_layer,"
-    "adamerging_task_objective,adamerging_layer_objective,concrete_ta,concrete_ta_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
+    "adamerging_task_objective,adamerging_layer_objective,concrete_ta,concrete_ta_objective,surgery,surgery_objective,fisher_merging,regmean,regmean_plusplus,df_merge,mtl_samples,mtl_full,pretrained"
 )
 # the stock merges that run on a causal-LM pool (the others are CLIP-only in FusionBench or here)
 LLM_METHODS = "fw_soft,fw_hard,simple_average,task_arithmetic,ties_merging,dare_task_arithmetic,dare_ties,pretrained"

@@ -85,7 +85,7 @@ def method_specs(eval_tasks: Sequence[str], *, fw_iters: int, samples_per_task: 
         "df_merge": MethodSpec(
             f"DF-Merge (ours; BO {df_merge_steps[0]}+{df_merge_steps[1]}, {samples_per_task} train samples per eval task)",
             ["method=df_merge", f"method.init_points={df_merge_steps[0]}", f"method.n_iter={df_merge_steps[1]}", f"method.samples_per_task={samples_per_task}",
-             f"method.fisher_samples_per_task={min(30, samples_per_task)}", f"method.objective_tasks={tasks}"],
+             f"method.fisher_samples_per_task={min(30, samples_per_task)}", f"method.fisher_batch_size={min(30, samples_per_task)}", f"method.objective_tasks={tasks}"],
         ),
         # references, not merges: one tower fine-tuned jointly on the eval tasks (the paper's "traditional MTL")
         "mtl_samples": MethodSpec(f"Multi-task fine-tuning ({samples_per_task} train samples per eval task; not a merge)",
