@@ -164,9 +164,14 @@ def main() -> int:
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
     commands = earlier.get("commands", []) + [command]
     commits = earlier.get("commits", ["not recorded"] * (len(commands) - 1)) + [commit]
-    payload = {"command": command, "commands": commands, "commits": commits, "machine": describe(), **results}
+    # the machine (and library versions) of every invocation, not only of the last one
+    machines = earlier.get("machines", [earlier.get("machine")] * (len(commands) - 1)) + [describe()]
+    payload = {"command": command, "commands": commands, "commits": commits, "machines": machines, **results}
     write_json(out / "scaling.json", payload)
-    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", "", *[f"Command: `{c}` (commit {k})  " for c, k in zip(commands, commits)], f"Machine: {one_line(payload['machine'])}", ""]
+    text = ["# Scaling on mini-TA20 (paper Table 3 analog)", ""]
+    for c, k, m in zip(commands, commits, machines):
+        text += [f"Command: `{c}` (commit {k})  ", f"Machine: {one_line(m) if m else 'not recorded'}  "]
+    text.append("")
     if "irrelevant" in results:
         text += ["(a) 4 relevant + m irrelevant models, accuracy (%) on the 4 eval tasks:", "", markdown("m", results["irrelevant"]), ""]
     if "relevant" in results:
