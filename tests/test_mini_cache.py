@@ -166,3 +166,37 @@ def test_second_process_waits_for_the_lock_and_reuses_the_build(mini_micro_dir, 
     assert proc.wait(120) == 0
     assert (published / "published-by-holder.txt").exists()  # reused, not rebuilt
     assert not list(tmp_path.glob(".partial-*"))
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from fusion_bench_fw.mini.cache import publish_build
+
+
+def build(partial):
+    partial.mkdir()
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # as the builder's fine-tunes run
+        pool.submit(abs, -1).result()
+    (partial / "built").write_text("yes")
+
+
+# no `if __name__ == "__main__":` guard: the spawned worker re-runs this line
+publish_build(Path(sys.argv[1]), "demo", {"v": 1}, lambda path: (path / "built").exists(), build)
+"""
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_deadlock(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr and "mini pool demo" in proc.stderr
+    assert not (tmp_path / "cache" / "demo").exists()  # nothing half-built was published
+    # guarded, the same build runs and publishes
+    script.write_text(UNGUARDED_SCRIPT.replace("\npublish_build(", '\nif __name__ == "__main__":\n    publish_build('))
+    subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], check=True, timeout=120)
+    assert (tmp_path / "cache" / "demo" / "built").read_text() == "yes"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import uuid
@@ -124,6 +125,20 @@ def ensure_built(variant: str = "ta20", seed: int = 0, cache_dir=None, version: 
                          lambda path: is_complete(path, variant, seed, version), build)
 
 
+def _refuse_in_spawned_bootstrap(name: str) -> None:
+    """A build's fine-tuning workers are spawned processes, and a spawned process first re-runs the
+    top-level code of the script that started the build. Unguarded, that code asks for the same build
+    again and would wait forever on the lock its parent holds while the parent waits for it: say so
+    instead. (``_inheriting`` is multiprocessing's own flag for that phase; its spawn module checks
+    it the same way before refusing to start processes there.)"""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"mini pool {name}: a build was requested while a worker process spawned by the builder was importing "
+            "the script that started it. Put the code that builds or loads a mini pool in that script under "
+            "`if __name__ == \"__main__\":` (the fusion_bench CLI needs nothing)."
+        )
+
+
 def publish_build(root: Path, name: str, marker: dict, complete: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
     """``root/name`` once ``complete`` says it is finished; otherwise ``build`` writes it into a
     partial directory (under the name's lock), the ``marker`` is written last and the directory is
@@ -131,6 +146,7 @@ def publish_build(root: Path, name: str, marker: dict, complete: Callable[[Path]
     final = root / name
     if complete(final):
         return final
+    _refuse_in_spawned_bootstrap(name)
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root / f".{name}.lock"):
         if complete(final):  # another process built it while we waited
