@@ -23,7 +23,9 @@ from harness.report import table, write_json, write_lines  # noqa: E402
 
 
 def kind_of(name: str) -> str:
-    return "bias / LayerNorm" if name.endswith(".bias") or "layer_norm" in name or "layrnorm" in name else "weight matrix"
+    from fusion_bench_fw.mini.training import is_bias_or_norm
+
+    return "bias / LayerNorm" if is_bias_or_norm(name) else "weight matrix"
 
 
 def main():

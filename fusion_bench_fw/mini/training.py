@@ -184,7 +184,8 @@ def finetune_vision(
     the pretrained function outside its task, as a fine-tune of a large CLIP does by itself (a tiny
     tower otherwise rewires features every task shares)."""
     model = vision_tower(clip).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=variant.finetune_lr, weight_decay=0.01)
+    trained = [p for name, p in model.named_parameters() if not (variant.finetune_weights_only and is_bias_or_norm(name))]
+    opt = torch.optim.AdamW(trained, lr=variant.finetune_lr, weight_decay=0.01)
     anchored = variant.finetune_anchor > 0 and anchor is not None and len(anchor.images) > 0
     n = len(task.train_x)
     for step in range(variant.finetune_steps):
@@ -204,6 +205,11 @@ def finetune_vision(
             progress.set_postfix_str(f"fine-tune {task.name} loss {loss.item():.3f}", refresh=False)
             progress.update(1)
     return model.eval()
+
+
+def is_bias_or_norm(name: str) -> bool:
+    """A bias or a LayerNorm parameter of an HF CLIP vision tower (``pre_layrnorm`` is HF's spelling)."""
+    return name.endswith(".bias") or "layer_norm" in name or "layrnorm" in name
 
 
 def _embed(vision: CLIPVisionModel, projection: torch.nn.Module, pixels: Tensor) -> Tensor:

@@ -46,6 +46,9 @@ class Variant:
     # weight of the embedding anchor on generic images during fine-tuning (0 = none, builder v3)
     finetune_anchor: float = 0.0
     finetune_anchor_batch: int = 64
+    # fine-tune the weight matrices only: biases and LayerNorm parameters keep their pretrained values
+    # (a candidate lever against the large component all task vectors share; off in v3 and v4)
+    finetune_weights_only: bool = False
     # task arithmetic grid for the pool card
     ta_grid: Tuple[float, ...] = field(default=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0))
 
