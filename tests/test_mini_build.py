@@ -171,3 +171,33 @@ def test_the_fine_tuning_anchor_keeps_other_images_embedded_as_the_pretrained_to
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), unweighted.state_dict().values()))
     _, drift_anchored = run(5.0)
     assert drift_anchored < 0.5 * drift_plain
+
+
+def test_weights_only_fine_tuning_leaves_biases_and_layer_norms_at_their_pretrained_values(mini_micro_manifest):
+    import dataclasses
+
+    from transformers import CLIPModel, CLIPProcessor
+
+    from fusion_bench_fw.mini.build import _text_head
+    from fusion_bench_fw.mini.training import TaskTensors, finetune_vision, is_bias_or_norm, vision_tower
+
+    m = mini_micro_manifest
+    clip = CLIPModel.from_pretrained(m.pretrained_dir).eval()
+    processor = CLIPProcessor.from_pretrained(m.processor_dir)
+    head = _text_head(clip, processor, TASKS["scenes"])
+    images, labels = TASKS["scenes"].generate(np.random.default_rng(5), 32, "train")
+    train_x = processor(images=list(images), return_tensors="pt")["pixel_values"]
+    train_y = torch.from_numpy(labels).long()
+    task = TaskTensors("scenes", [], [], train_x, train_y, train_x[:0], train_y[:0])
+    variant = dataclasses.replace(get_variant("micro"), finetune_steps=5, finetune_lr=3e-3, finetune_weights_only=True)
+    pretrained = vision_tower(clip).state_dict()
+    tuned = finetune_vision(clip, head, task, variant, torch.Generator().manual_seed(0)).state_dict()
+    frozen = [n for n in tuned if is_bias_or_norm(n)]
+    assert "vision_model.pre_layrnorm.weight" in frozen and "vision_model.encoder.layers.0.self_attn.q_proj.bias" in frozen
+    assert all(torch.equal(tuned[n], pretrained[n]) for n in frozen)
+    moved = [n for n in tuned if n not in frozen and not torch.equal(tuned[n], pretrained[n])]
+    assert "vision_model.encoder.layers.0.mlp.fc1.weight" in moved
+    # off (v3, v4): the biases move too
+    variant = dataclasses.replace(variant, finetune_weights_only=False)
+    tuned = finetune_vision(clip, head, task, variant, torch.Generator().manual_seed(0)).state_dict()
+    assert not torch.equal(tuned["vision_model.encoder.layers.0.mlp.fc1.bias"], pretrained["vision_model.encoder.layers.0.mlp.fc1.bias"])
