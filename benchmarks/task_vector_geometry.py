@@ -6,7 +6,7 @@ their mean norm relative to the pretrained tensor, grouped by kind (weight matri
 LayerNorm parameters). With ``--weights`` (an AdaMerging ``merging_weights.pt`` of the same pool) it
 also lists, per tensor, the sum of the learnt coefficients over the models.
 
-    python benchmarks/task_vector_geometry.py [--variant ta20] [--weights outputs/.../merging_weights.pt]
+    python benchmarks/task_vector_geometry.py [--variant ta20] [--builder-version 3] [--weights outputs/.../merging_weights.pt] [--out PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def kind_of(name: str) -> str:
 def main():
     cli = parser(__doc__)
     cli.add_argument("--variant", default="ta20")
+    cli.add_argument("--builder-version", type=int, default=None, help="default: the current builder")
     cli.add_argument("--weights", default=None, help="AdaMerging merging_weights.pt of the whole pool (rows: models in pool order)")
     cli.add_argument("--out", default=str(ROOT / "benchmarks/results/mini_fidelity/task_vector_geometry"))
     args = cli.parse_args()
@@ -39,7 +40,7 @@ def main():
 
     from fusion_bench_fw.mini.pools import MiniCLIPVisionModelPool
 
-    pool = MiniCLIPVisionModelPool(args.variant)
+    pool = MiniCLIPVisionModelPool(args.variant, builder_version=args.builder_version)
     base = pool.load_model("_pretrained_")
     names = [n for n, p in base.named_parameters() if p.requires_grad]  # AdaMerging's layer order
     theta0 = base.state_dict()
@@ -65,7 +66,8 @@ def main():
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"experiment": "task_vector_geometry", "variant": args.variant, "models": list(pool.model_names),
                                           "command": command, "commit": commit, "summary": summary, "rows": rows})
-    lines = [f"# Task-vector geometry of the mini pool {args.variant} ({len(pool.model_names)} fine-tunes)", "",
+    version = "" if args.builder_version is None else f", builder v{args.builder_version}"
+    lines = [f"# Task-vector geometry of the mini pool {args.variant}{version} ({len(pool.model_names)} fine-tunes)", "",
              f"Command: `{command}` (commit {commit})", "",
              *table(["tensors", "count", "mean pairwise cosine of the task vectors", "mean norm / pretrained norm"],
                     [(k, v["tensors"], f"{v['mean_pairwise_cosine']:+.3f}", f"{v['relative_norm']:.3f}") for k, v in summary.items()]), ""]
