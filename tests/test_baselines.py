@@ -215,3 +215,15 @@ def test_mini_pool_models_carry_the_clip_projection_width(micro_pool, micro_cach
     assert stock.load_model(pool.model_names[0]).config.projection_dim == 512 != width
     for name in ["_pretrained_", *pool.model_names]:
         assert pool.load_model(name).config.projection_dim == width, name
+
+
+def test_fair_surgery_refuses_a_taskpool_task_without_an_adapter(micro_pool, micro_cache_dir):
+    from fusion_bench_fw.baselines.surgery import check_taskpool_has_adapters
+    from fusion_bench_fw.mini.pools import MiniCLIPVisionModelTaskPool
+
+    taskpool = MiniCLIPVisionModelTaskPool("micro", cache_dir=str(micro_cache_dir))  # evaluates the eval tasks
+    tasks = micro_pool.eval_tasks
+    check_taskpool_has_adapters(taskpool, tasks)
+    check_taskpool_has_adapters(None, tasks[:1])  # outside a FusionBench program: nothing to check
+    with pytest.raises(ValueError, match=rf"evaluates \['{tasks[1]}'\].*no adapter.*objective_tasks"):
+        check_taskpool_has_adapters(taskpool, tasks[:1])

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from fusion_bench.method.surgery.clip_layer_wise_adamerging_surgery import CLIPLayerWiseAdaMergingSurgeryAlgorithm
 
+from ..families.base import ModelFamily
 from .adamerging import _ObjectiveTasksView, check_objective_tasks
 
 
@@ -29,11 +30,25 @@ class ObjectiveAdaMergingSurgery(CLIPLayerWiseAdaMergingSurgeryAlgorithm):
 
     def run(self, modelpool, **kwargs):
         tasks = check_objective_tasks(self.objective_tasks, modelpool)
+        check_taskpool_has_adapters(getattr(getattr(self, "_program", None), "taskpool", None), tasks)
         self._whole_pool = modelpool
         return super().run(_ObjectiveTasksView(modelpool, tasks), **kwargs)
 
     def construct_layer_wise_merged_model(self, modelpool):
         return super().construct_layer_wise_merged_model(self._whole_pool)  # every model is merged
+
+
+def check_taskpool_has_adapters(taskpool, tasks: Sequence[str]) -> None:
+    """Before any adaptation: the surgery model scores only the tasks it has adapters for, so a
+    taskpool that evaluates another task would fail at the very end (an AttributeError inside
+    FusionBench's classifier)."""
+    evaluated = ModelFamily.taskpool_tasks(taskpool) if taskpool is not None else None
+    missing = [t for t in evaluated or [] if t not in tasks]
+    if missing:
+        raise ValueError(
+            f"method=surgery_objective: the taskpool evaluates {missing}, for which the surgery model would have no "
+            f"adapter (method.objective_tasks={list(tasks)}); add them to method.objective_tasks or evaluate only those tasks"
+        )
 
 
 def objective_surgery(objective_tasks: Optional[Sequence[str]] = None, **config: Any):
