@@ -28,7 +28,8 @@ def fisher_seconds(family, model, tasks, samples: int, batch_size: int, vectoris
     from fusion_bench_fw.baselines.fisher_weighted import diagonal_fisher
 
     data = [family.task_batches(t, "cross_entropy", samples, k, batch_size) for k, t in enumerate(tasks)]
-    params = {name: p.detach() for name, p in model.named_parameters() if name in set(family.merged_parameters(model))}
+    merged = set(family.merged_parameters(model))
+    params = {name: p.detach() for name, p in model.named_parameters() if name in merged}
     batch_loss = family.batch_loss(model, "cross_entropy")
     start = time.perf_counter()
     fisher = diagonal_fisher(params, batch_loss, [(d.task, d.batches, d.num_samples) for d in data], vectorised=vectorised)

@@ -120,6 +120,25 @@ def test_regmean_plusplus_config_builds_where_fusion_bench_0_2_33_fails():
     assert algorithm.num_regmean_examples == 64 and algorithm.dataloader_kwargs["batch_size"] == 32
 
 
+def _method_config(name, *also_drop):
+    """One of our method configs as plain options for the FusionBench class it wraps (no target, no task list)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "config" / "method" / f"{name}.yaml")
+    return {k: v for k, v in OmegaConf.to_container(config).items() if k not in ("_target_", "objective_tasks", *also_drop)}
+
+
+def _assert_every_task_vector_moves_the_merge(pool, merged):
+    """The merge moved from the pretrained model along every model's task vector (one tensor checked)."""
+    base, key = pool.load_model("_pretrained_").state_dict(), "vision_model.encoder.layers.0.mlp.fc1.weight"
+    moved = merged.state_dict()[key] - base[key]
+    for name in pool.model_names:
+        tau = pool.load_model(name).state_dict()[key] - base[key]
+        assert float((moved * tau).sum()) > 0, name
+
+
 class _SeenConcrete:
     """Concrete task arithmetic that records the task of every entropy term of its mask training."""
 
@@ -134,8 +153,7 @@ class _SeenConcrete:
                 self.seen.append(task)
                 return super().compute_logits(module, images, task)
 
-        config = OmegaConf.load(__import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "method" / "concrete_objective.yaml")
-        config = {k: v for k, v in OmegaConf.to_container(config).items() if k not in ("_target_", "objective_tasks")}
+        config = _method_config("concrete_objective")
         algorithm = Seen(OmegaConf.create({"name": "clip_concrete_task_arithmetic", **config, "max_steps": 2, "batch_size": 8, "cache_dir": str(tmp_path)}))
         algorithm.objective_tasks, algorithm.seen = tasks, []
         from lightning.fabric.loggers import TensorBoardLogger
@@ -152,11 +170,7 @@ def test_fair_concrete_sees_only_the_objective_tasks_and_merges_every_model(micr
     merged = algorithm.run(pool)
     assert algorithm.seen == [task] * 2  # one entropy term per step, of the objective task only
     assert algorithm.modelpool is pool
-    base, key = pool.load_model("_pretrained_").state_dict(), "vision_model.encoder.layers.0.mlp.fc1.weight"
-    moved = merged.state_dict()[key] - base[key]
-    for name in pool.model_names:  # every task vector enters the masked sum
-        tau = pool.load_model(name).state_dict()[key] - base[key]
-        assert float((moved * tau).sum()) > 0, name
+    _assert_every_task_vector_moves_the_merge(pool, merged)  # every task vector enters the masked sum
     everything = _SeenConcrete.build(None, tmp_path / "all")
     everything.run(micro_pool.make_modelpool())
     assert sorted(set(everything.seen)) == sorted(pool.model_names)  # null: FusionBench's default, every task
@@ -175,8 +189,7 @@ def _surgery(tasks, micro_cache_dir, tmp_path):
             self.seen.append(task)
             return super().get_shuffled_test_loader_iter(task, *args, **kwargs)
 
-    config = OmegaConf.load(__import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "method" / "surgery_objective.yaml")
-    config = {k: v for k, v in OmegaConf.to_container(config).items() if k not in ("_target_", "objective_tasks", "fast_dev_run")}
+    config = _method_config("surgery_objective", "fast_dev_run")
     config.update(max_steps=2, surgery_steps=2, eval_iterations=100, batch_size=8, cache_dir=str(tmp_path), fast_dev_run=False)
     algorithm = Seen(OmegaConf.create({"name": "clip_layer_wise_adamerging_surgery", **config}))
     algorithm.objective_tasks, algorithm.seen = tasks, []
@@ -195,12 +208,7 @@ def test_fair_surgery_reads_only_the_objective_tasks_and_merges_every_model(micr
     # the adapters are sized by the CLIP projection (32 on micro), not transformers' default 512
     width = pool.load_clip_model("_pretrained_").visual_projection.out_features
     assert surgery.projection_dim == width == merged.config.projection_dim != 512
-    # every task vector enters the merge
-    base, key = pool.load_model("_pretrained_").state_dict(), "vision_model.encoder.layers.0.mlp.fc1.weight"
-    moved = merged.state_dict()[key] - base[key]
-    for name in pool.model_names:
-        tau = pool.load_model(name).state_dict()[key] - base[key]
-        assert float((moved * tau).sum()) > 0, name
+    _assert_every_task_vector_moves_the_merge(pool, merged)
     # null: FusionBench's behaviour, every pool task
     everything, _, result = _surgery(None, micro_cache_dir, tmp_path / "all")
     assert set(everything.seen) == set(pool.model_names) and result["surgery"].test_datasets == list(pool.model_names)

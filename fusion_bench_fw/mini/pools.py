@@ -145,7 +145,6 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
             cache_dir=cache_dir, builder_version=builder_version, extra_models=extra_models or None, **_plain(kwargs),
         )
 
-
     def load_model(self, model_name_or_config, *args, **kwargs):
         """The stock loader, with the vision config's ``projection_dim`` set to the CLIP model's.
 
@@ -154,9 +153,8 @@ class MiniCLIPVisionModelPool(_MiniConfigMixin, CLIPVisionModelPool):
         adapters by the tower's value, so it failed on these pools. Only the config changes, never a
         weight; on real CLIP checkpoints the two values agree already."""
         model = super().load_model(model_name_or_config, *args, **kwargs)
-        config = getattr(model, "config", None)
-        if isinstance(config, CLIPVisionConfig) and config.projection_dim != self._projection_dim:
-            config.projection_dim = self._projection_dim
+        if isinstance(getattr(model, "config", None), CLIPVisionConfig):
+            model.config.projection_dim = self._projection_dim
         return model
 
 
