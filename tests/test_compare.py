@@ -28,3 +28,26 @@ def test_the_normalised_score_divides_each_task_by_its_own_fine_tune():
     assert table[3] == "| M | 40.0 | 50.0 | **45.0** | 75.0 | 2 |"  # (0.4/0.8 + 0.5/0.5) / 2, not 45 / 65
     assert table[4].startswith("| F | - | - | failed: boom | - |")
     assert "Norm." not in markdown_table(rows, ["a", "b"])
+
+
+def test_a_method_returning_several_models_is_scored_by_its_report_key(tmp_path):
+    """FusionBench's Surgery returns {"adamerging": ..., "surgery": ...}; its row is the surgery model's."""
+    import json
+    import sys
+
+    from fusion_bench_fw.compare import MethodSpec, run_method
+
+    # stands in for the fusion_bench program: writes a two-model report into path.log_dir
+    writer = (
+        "import json, pathlib, sys\n"
+        "log_dir = pathlib.Path(next(a.split('=', 1)[1] for a in sys.argv if a.startswith('path.log_dir=')))\n"
+        "log_dir.mkdir(parents=True, exist_ok=True)\n"
+        "(log_dir / 'program_report.json').write_text(json.dumps({'adamerging': {'scenes': {'accuracy': 0.2}, 'average': {'accuracy': 0.2}},\n"
+        "    'surgery': {'scenes': {'accuracy': 0.7}, 'average': {'accuracy': 0.7}}}))\n"
+    )
+    spec = MethodSpec("Surgery", [], launcher=[sys.executable, "-c", writer], report_key="surgery")
+    result = run_method("surgery", spec, modelpool="p", taskpool="t", out_dir=tmp_path)
+    assert result.error is None and result.accuracy == {"scenes": 0.7}
+    spec.report_key = None  # without it, neither section is read as tasks
+    assert run_method("plain", spec, modelpool="p", taskpool="t", out_dir=tmp_path).accuracy == {}
+    assert json.loads((tmp_path / "runs" / "plain" / "program_report.json").read_text())["surgery"]["scenes"]["accuracy"] == 0.7
