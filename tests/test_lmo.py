@@ -185,3 +185,41 @@ def test_a_combined_row_scores_like_reading_the_vertices_against_it(with_norms):
     if with_norms:
         with pytest.raises(ValueError, match="grad_sq"):
             with_combined_row(partial, "total", weights)
+
+
+@pytest.mark.parametrize("order", ["vertex_major", "block_major", "device_pipeline"])
+def test_half_precision_products_are_summed_in_float32(order):
+    """bfloat16 rows and vertices (an LLM pool computing in bfloat16): every order's tables equal the
+    float64 products of the same bfloat16 values to float32 rounding. torch.dot on bfloat16 rounds
+    its result to bfloat16, ~2e-3 relative on this block: 1e-5 would fail that."""
+    from fusion_bench_fw.frank_wolfe.reading import PassOrder
+
+    gen = torch.Generator().manual_seed(3)
+    # a block over two CPU widening chunks, a nonzero mean so the sums are large
+    shapes = {"w": (300_001,), "b": (7,)}
+
+    def point(scale=1.0):
+        return {k: (scale * (torch.randn(s, generator=gen) + 0.5)).bfloat16() for k, s in shapes.items()}
+
+    names = list(shapes)
+    vertices = [point() for _ in range(3)]
+    theta = point()
+    grads = {"total": point(1e-2), "task:0": point(1e-2)}
+    scores = score_vertices(BlockListSource(list("xyz"), vertices), theta, grads, names, with_norms=True, order=PassOrder(order))
+
+    def exact(a, b):
+        return torch.tensor([float(torch.dot(a[k].double(), b[k].double())) for k in names], dtype=torch.float64)
+
+    def close(measured, reference):
+        assert torch.allclose(measured, reference, rtol=1e-5, atol=1e-6), (order, measured, reference)
+
+    for key, grad in grads.items():
+        for i, vertex in enumerate(vertices):
+            close(scores.grad_dots[key][i], exact(grad, vertex))
+        close(scores.theta_grad_dots[key], exact(grad, theta))
+        close(scores.grad_sq[key], exact(grad, grad))
+    for i, vertex in enumerate(vertices):
+        close(scores.vertex_sq[i], exact(vertex, vertex))
+        close(scores.vertex_theta[i], exact(theta, vertex))
+    # the bound can see the bfloat16 rounding this guards against
+    assert abs(float(torch.dot(grads["total"]["w"], vertices[0]["w"])) / float(exact(grads["total"], vertices[0])[0]) - 1) > 1e-4

@@ -8,7 +8,8 @@ for the previous one. Here a few reader threads fill pinned host buffers with th
 and the per-block results stay on the device until one copy back at the end.
 
 Extra memory: ``READ_THREADS * BUFFERS_PER_THREAD`` host buffers of ``DEVICE_CHUNK_BYTES`` (pinned on
-CUDA), whatever the number of checkpoints; on the device, one chunk per buffer in flight.
+CUDA), whatever the number of checkpoints; on the device, one chunk per buffer in flight (widened
+to float32 there when the rows are half precision).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+
+from .params import accumulation_dtype
 
 # one buffer holds a chunk of one parameter for every vertex of the group
 DEVICE_CHUNK_BYTES = 16 << 20
@@ -37,11 +40,12 @@ def score_group_on_device(
 
     Returns float64 CPU tensors: ``dots[b, r, j] = <rows[r]_b, vertex_j,b>``; with ``fused`` (a point
     on the device, e.g. theta) ``fused_dots[b, r] = <rows[r]_b, fused_b>``; with ``squares``
-    ``vertex_sq[b, j] = ||vertex_j,b||^2``. Products run in the rows' dtype, per chunk, and are
-    summed in float64, like the CPU pass.
+    ``vertex_sq[b, j] = ||vertex_j,b||^2``. Products run in the rows' accumulation dtype (float32 for
+    half precision), per chunk, and are summed in float64, like the CPU pass.
     """
     first = rows[0][names[0]]
     device, dtype = first.device, first.dtype
+    work = accumulation_dtype(dtype)
     numels = [reader.numel(name) for name in names]
     width = max(1, DEVICE_CHUNK_BYTES // (group_size * first.element_size()))
     chunks = [(b, name, start, min(width, numel - start)) for b, (name, numel) in enumerate(zip(names, numels)) for start in range(0, numel, width)]
@@ -64,7 +68,7 @@ def score_group_on_device(
         return reader.stack(name, start, start + w, out=out)
 
     flat_rows = [{name: row[name].reshape(-1) for name in names} for row in rows]
-    flat_fused = {name: fused[name].reshape(-1).to(device=device, dtype=dtype) for name in names} if fused is not None else None
+    flat_fused = {name: fused[name].reshape(-1).to(device=device, dtype=work) for name in names} if fused is not None else None
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmo-read") as pool:
         pending: Dict[int, Future] = {i: pool.submit(read, i) for i in range(slots)}
         for i, (b, name, start, w) in enumerate(chunks):
@@ -74,7 +78,8 @@ def score_group_on_device(
             if pinned:
                 copied[slot] = torch.cuda.Event()
                 copied[slot].record()
-            stacked = torch.stack([row[name][start : start + w] for row in flat_rows])
+            stacked = torch.stack([row[name][start : start + w] for row in flat_rows]).to(work)
+            part = part.to(work)  # after the event: the widened copy is the device's own
             dots[b] += stacked @ part.t()
             if flat_fused is not None:
                 fused_dots[b] += stacked @ flat_fused[name][start : start + w]

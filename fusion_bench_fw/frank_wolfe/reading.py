@@ -26,7 +26,7 @@ import torch
 
 from .device_pipeline import score_group_on_device
 from .lmo import VertexScores
-from .params import ParamDict, block_dots
+from .params import ParamDict, accumulation_dtype, block_dots
 
 # vertices scored together per block in the block-major pass (see score_vertices)
 BLOCK_GROUP = 16
@@ -187,8 +187,8 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
     """Block-major for one group: per block, tiles of the group's slices times the stacked rows.
 
     The rows are the gradient rows (plus theta when the cosine norms are wanted), stacked tile by
-    tile in the dtype of the first row, on its device, as ``block_dots`` computes; each tile's
-    products are widened to float64 before they are summed. ``with_theta`` adds theta as one more
+    tile on the first row's device in its accumulation dtype (float32 for half precision), as
+    ``block_dots`` computes; each tile's products are widened to float64 before they are summed. ``with_theta`` adds theta as one more
     column next to the group's vertices and returns <g_b, theta_b> per row (else None).
     """
     keys = list(grads)
@@ -205,24 +205,27 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
     theta_dots = {key: torch.zeros(len(names), dtype=torch.float64) for key in keys} if with_theta else None
     buffers: Dict[str, torch.Tensor] = {}
 
-    def scratch(key: str, size: int, like: torch.Tensor, device) -> torch.Tensor:
+    def scratch(key: str, size: int, dtype: torch.dtype, device) -> torch.Tensor:
         """Reused across blocks: a fresh multi-MB tensor per block would fault in new pages each time."""
         buffer = buffers.get(key)
-        if buffer is None or buffer.numel() < size or buffer.dtype != like.dtype or buffer.device != torch.device(device):
-            buffer = buffers[key] = torch.empty(size, dtype=like.dtype, device=device)
+        if buffer is None or buffer.numel() < size or buffer.dtype != dtype or buffer.device != torch.device(device):
+            buffer = buffers[key] = torch.empty(size, dtype=dtype, device=device)
         return buffer[:size]
 
     for b, name in enumerate(names):
         rows = [grads[key][name] for key in keys] + ([theta[name]] if norms else [])
         like = rows[0]
+        work = accumulation_dtype(like.dtype)
         numel = like.numel()
-        tile = max(1, CPU_TILE_BYTES // (columns * like.element_size()))
-        slab = max(tile, CPU_READ_BYTES // like.element_size())
-        flat = [row.reshape(-1).to(device=like.device, dtype=like.dtype) for row in rows]
-        theta_flat = theta[name].reshape(-1).to(dtype=like.dtype, device="cpu") if with_theta else None
+        size = torch.empty((), dtype=work).element_size()
+        tile = max(1, CPU_TILE_BYTES // (columns * size))
+        slab = max(tile, CPU_READ_BYTES // size)
+        # rows and theta keep their dtypes: the copies into the tiles widen them
+        flat = [row.reshape(-1).to(device=like.device) for row in rows]
+        theta_flat = theta[name].reshape(-1).to(device="cpu") if with_theta else None
         width = min(slab, numel)
-        column_buffer = scratch("columns", columns * width, like, "cpu")
-        row_buffer = scratch("rows", len(rows) * min(tile, numel), like, like.device)
+        column_buffer = scratch("columns", columns * width, work, "cpu")
+        row_buffer = scratch("rows", len(rows) * min(tile, numel), work, like.device)
         dots = torch.zeros(len(rows), columns, dtype=torch.float64, device=like.device)
         squares = torch.zeros(k, dtype=torch.float64, device=like.device) if norms else None
         for start in range(0, numel, slab):
