@@ -160,6 +160,11 @@ def test_soft_fw_never_increases_the_objective_and_keeps_weights_exact():
     assert torch.allclose(flat(rebuilt), flat(state.theta), atol=1e-9)
     assert (state.weights >= -1e-12).all() and torch.allclose(state.weights.sum(1), torch.ones(2, dtype=torch.float64))
     assert all(len(r["selected"]) == 2 for r in state.trajectory)
+    # where each iteration's time went: every phase timed, together within the iteration's time
+    for record in state.trajectory:
+        phases = record["time_phases_s"]
+        assert set(phases) == {"selection_probe", "assemble", "fw_step", "coefficients"}
+        assert all(v >= 0 for v in phases.values()) and record["time_gradient_s"] + record["time_lmo_s"] + sum(phases.values()) <= record["time_s"]
 
 
 def test_invalid_options_are_rejected_with_the_allowed_values():
