@@ -62,7 +62,8 @@ DEFINITIONS = {
     "run_cpu_s": "CPU time (user+sys, all threads) of the child during run()",
     "peak_rss_bytes": "ru_maxrss of the fresh child process from os.wait4 (what /usr/bin/time -v reports)",
     "peak_rss_setup_bytes / peak_rss_iteration_bytes": "the child's RSS sampled every 0.1 s: peak before / during the iteration",
-    "timers_s": "ours: gradient = sum of time_gradient_s, lmo = sum of time_lmo_s, as the solver records them; "
+    "timers_s": "ours: gradient = sum of time_gradient_s, lmo = sum of time_lmo_s, as the solver records them, and FW-soft's "
+    "time_phases_s (selection_probe, assemble, fw_step, coefficients); "
     "FusionBench's methods: their phases, timed by wrapping them (benchmarks/_intree_timing.py)",
     "stages_s": "ours: the stages of run() in FusionBench's profiler",
     "cuda_peak_bytes": "torch.cuda.max_memory_allocated() of the child",
@@ -128,9 +129,13 @@ def solver_records(run_dir: Path, algorithm) -> Dict[str, Any]:
     """Our timings as the solver wrote them (trajectory) and the profiler's stages of run()."""
     trajectory = json.loads(max(run_dir.glob("fw_trajectory*.json"), key=lambda p: p.stat().st_mtime).read_text())
     records, summary = trajectory["iterations"], trajectory.get("summary", {})
+    timers = {"gradient": sum(r.get("time_gradient_s", 0.0) for r in records), "lmo": sum(r.get("time_lmo_s", 0.0) for r in records)}
+    for record in records:  # FW-soft: the rest of the iteration, phase by phase
+        for phase, seconds in record.get("time_phases_s", {}).items():
+            timers[phase] = timers.get(phase, 0.0) + seconds
     return {
         "iteration_s": sum(r["time_s"] for r in records),
-        "timers_s": {"gradient": sum(r.get("time_gradient_s", 0.0) for r in records), "lmo": sum(r.get("time_lmo_s", 0.0) for r in records)},
+        "timers_s": timers,
         "stages_s": {name: float(sum(values)) for name, values in algorithm.profiler.recorded_durations.items()},
         "passes": {"forward": summary.get("forward_passes"), "backward": summary.get("backward_passes")},
         "vertices": len(trajectory.get("config", {}).get("vertices", [])) or None,
