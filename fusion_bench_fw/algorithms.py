@@ -21,7 +21,7 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from .checkpoint_files import POOL_LOADER, STREAMING, resolve_pool
 from .checkpoints import PoolCheckpoints
 from .families import ModelFamily, family_for
-from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, LineSearch, SoftOptions, SolverState
+from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, SoftOptions, SolverState
 from .frank_wolfe.params import ParamDict
 from .merge_functions import ties_merge_fn
 from .objective import SampleObjective
@@ -322,6 +322,7 @@ class FWSoft(FrankWolfeMergingBase):
         inner_optimizer: str = "adam",
         include_current: bool = True,
         inner_init: str = "uniform",
+        fw_step_search: str = "golden",
         init: str = "pretrained",
         **kwargs,
     ):
@@ -329,6 +330,7 @@ class FWSoft(FrankWolfeMergingBase):
         self.solver_options = SoftOptions(
             **self.common_solver_options, topk=topk, per_task_selection=per_task_selection, coefficients=coefficients,
             inner_steps=inner_steps, inner_lr=inner_lr, inner_optimizer=inner_optimizer, include_current=include_current, inner_init=inner_init,
+            fw_step_search=fw_step_search,
         )
 
     def check_candidates(self, count: int) -> None:
@@ -336,4 +338,4 @@ class FWSoft(FrankWolfeMergingBase):
 
     def build_solver(self, theta0: ParamDict, **wiring):
         options = self.solver_options
-        return FrankWolfeSoft(options=options, line_search=LineSearch(evaluations=options.line_search_evals), **wiring)
+        return FrankWolfeSoft(options=options, **wiring)

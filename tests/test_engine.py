@@ -11,7 +11,7 @@ import torch
 from engine_toys import (
     BLOCKS, LeastSquares, ListSource, flat, hard, hull_source, initial_state, make_problem, reference_optimum, soft, solver_kwargs,
 )
-from fusion_bench_fw.frank_wolfe import HardOptions, LineSearch, LossAndGrad, SolverState, StopReason, make_step_rule, project_onto_simplex, score_vertices
+from fusion_bench_fw.frank_wolfe import HardOptions, LineSearch, LossAndGrad, SlopeLineSearch, SoftOptions, SolverState, StopReason, make_step_rule, project_onto_simplex, score_vertices
 
 # --- simplex projection -------------------------------------------------------------------------
 
@@ -65,6 +65,39 @@ def test_line_search_finds_one_dimensional_minimum(minimizer):
 def test_line_search_refuses_a_direction_that_only_hurts():
     gamma, _ = LineSearch(evaluations=8).choose(0, lambda g: 1.0 + g, loss_at_zero=1.0)
     assert gamma == 0.0
+
+
+@pytest.mark.parametrize("minimizer", [0.137, 0.37, 0.8, 1.0, 1.7])
+def test_slope_line_search_finds_a_quadratic_minimum_in_two_evaluations(minimizer):
+    """On a quadratic the model through f(0), f'(0) and f(1) is exact: gamma = 1, then its minimiser."""
+    calls = []
+
+    def loss_at(gamma):
+        calls.append(gamma)
+        return (gamma - minimizer) ** 2 + 1.0
+
+    gamma, loss = SlopeLineSearch(evaluations=10).choose(0, loss_at, loss_at_zero=minimizer**2 + 1.0, slope=-2 * minimizer)
+    assert gamma == pytest.approx(min(minimizer, 1.0)) and loss == pytest.approx((gamma - minimizer) ** 2 + 1.0)
+    assert len(calls) == (1 if minimizer >= 1.0 else 2)
+
+
+def test_slope_line_search_backtracks_and_stays_within_its_budget():
+    """Strong curvature near 0 (a quartic whose minimum is at 0.01): gamma = 1 and the quadratic's
+    minimiser both raise the loss; backtracking finds a decrease, within the evaluation budget."""
+    calls = []
+
+    def loss_at(gamma):
+        calls.append(gamma)
+        return (gamma - 0.01) ** 4 * 1e4 + 0.0
+
+    f0, slope = loss_at(0.0), -4e4 * 0.01**3
+    calls.clear()
+    gamma, loss = SlopeLineSearch(evaluations=6).choose(0, loss_at, loss_at_zero=f0, slope=slope)
+    assert 0 < gamma < 0.02 and loss < f0 and len(calls) <= 6
+    # a direction that only hurts (a wrong slope) gives gamma = 0 after the budget
+    assert SlopeLineSearch(evaluations=4).choose(0, lambda g: 1.0 + g, loss_at_zero=1.0, slope=-1.0)[0] == 0.0
+    # no usable slope: the golden section
+    assert SlopeLineSearch(evaluations=20).choose(0, lambda g: (g - 0.37) ** 2, loss_at_zero=0.37**2)[0] == pytest.approx(0.37, abs=1e-3)
 
 
 def test_open_loop_and_constant_rules():
@@ -165,6 +198,30 @@ def test_soft_fw_never_increases_the_objective_and_keeps_weights_exact():
         phases = record["time_phases_s"]
         assert set(phases) == {"selection_probe", "assemble", "fw_step", "coefficients"}
         assert all(v >= 0 for v in phases.values()) and record["time_gradient_s"] + record["time_lmo_s"] + sum(phases.values()) <= record["time_s"]
+
+
+def test_soft_fw_quadratic_fw_step_matches_the_golden_section_with_fewer_evaluations():
+    """On a quadratic objective the slope the FW gap gives makes the FW step's model exact: the same
+    step size as a 20-evaluation golden section (which a wrong slope would not give), from 2 evaluations."""
+    class Counting:  # the search options.fw_step_search names, counting its objective evaluations
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def choose(self, iteration, loss_at, loss_at_zero, slope=None):
+            def counted(gamma):
+                self.calls += 1
+                return loss_at(gamma)
+            return self.inner.choose(iteration, counted, loss_at_zero, slope=slope)
+
+    problem, points = make_problem(seed=4)
+    steps, evaluations = {}, {}
+    for search in ("golden", "quadratic"):
+        counting = Counting(SoftOptions(line_search_evals=20, fw_step_search=search).make_fw_step_search())
+        state = initial_state(points)
+        soft(**solver_kwargs(problem, hull_source(points), max_iters=1, line_search_evals=20, line_search=counting), topk=1, inner_steps=1, fw_step_search=search).run(state)
+        steps[search], evaluations[search] = state.trajectory[0]["fw_step_size"], counting.calls
+    assert 0 < steps["golden"] < 1 and steps["quadratic"] == pytest.approx(steps["golden"], abs=1e-3)
+    assert evaluations == {"golden": 20, "quadratic": 2}
 
 
 def test_invalid_options_are_rejected_with_the_allowed_values():

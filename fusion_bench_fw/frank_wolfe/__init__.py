@@ -7,11 +7,11 @@ from .records import IterationRecord, StopReason
 from .simplex import project_onto_simplex
 from .soft import FrankWolfeSoft
 from .solver import FrankWolfeHard, LossAndGrad, Objective, SolverState
-from .step_size import STEP_RULES, ConstantStep, LineSearch, OpenLoop, make_step_rule
+from .step_size import STEP_RULES, ConstantStep, LineSearch, OpenLoop, SlopeLineSearch, make_step_rule
 
 __all__ = [
     "GRANULARITIES", "HARD_VARIANTS", "INNER_INITS", "MERGE_FUNCTIONS", "SCORES", "STEP_RULES", "ConstantStep", "FrankWolfeHard",
     "FrankWolfeSoft", "HardOptions", "IterationRecord", "LineSearch", "LossAndGrad", "Objective", "OpenLoop", "PassOrder",
-    "SoftOptions", "SolverOptions", "SolverState", "StopReason", "VertexScores", "VertexSource", "make_step_rule",
+    "SlopeLineSearch", "SoftOptions", "SolverOptions", "SolverState", "StopReason", "VertexScores", "VertexSource", "make_step_rule",
     "project_onto_simplex", "score_vertices", "select_hard", "select_soft",
 ]

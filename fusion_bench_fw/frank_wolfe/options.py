@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from .lmo import GRANULARITIES, SCORES
 from .reading import BLOCK_GROUP
-from .step_size import STEP_RULES, make_step_rule
+from .step_size import STEP_RULES, LineSearch, SlopeLineSearch, make_step_rule
 
 HARD_VARIANTS = ("fw", "pairwise")
 MERGE_FUNCTIONS = ("convex", "ties")
@@ -23,6 +23,9 @@ HARD_CANDIDATES = ("all", "task_winners")
 # ends higher), the FW step's point itself, or theta_t. The best point seen wins in every case.
 INNER_INITS = ("uniform", "fw_step", "current")
 INNER_OPTIMIZERS = ("adam", "sgd")
+# how FW-soft's FW step searches the line toward the gap's vertex: golden section (line_search_evals
+# evaluations), or quadratic interpolation from the slope the FW gap gives (2-3 evaluations)
+FW_STEP_SEARCHES = ("golden", "quadratic")
 COEFFICIENTS = ("layer", "model")
 
 
@@ -119,10 +122,12 @@ class SoftOptions(SolverOptions):
     # False drops the gap's vertex (and the FW step toward it) from the inner simplex: the
     # selection-only simplex of version 0.1, which can idle at a large gap (an ablation)
     offer_gap_vertex: bool = True
+    fw_step_search: str = "golden"
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("inner_init", self.inner_init, INNER_INITS)
+        check_choice("fw_step_search", self.fw_step_search, FW_STEP_SEARCHES)
         check_choice("coefficients", self.coefficients, COEFFICIENTS)
         check_choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
         check(
@@ -132,6 +137,12 @@ class SoftOptions(SolverOptions):
         check(int(self.topk) >= 1, f"topk must be >= 1, got {self.topk}")
         check(int(self.inner_steps) >= 1, f"inner_steps must be >= 1, got {self.inner_steps}")
         check(float(self.inner_lr) > 0, f"inner_lr must be > 0, got {self.inner_lr}")
+
+    def make_fw_step_search(self):
+        """The line search of the FW step toward the gap's vertex (at most line_search_evals evaluations)."""
+        if self.fw_step_search == "quadratic":
+            return SlopeLineSearch(evaluations=self.line_search_evals)
+        return LineSearch(evaluations=self.line_search_evals)
 
     def check_candidates(self, count: int) -> None:
         """Options that need the number of LMO candidates (known once the pool is)."""

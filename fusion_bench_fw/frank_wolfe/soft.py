@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -30,7 +30,7 @@ from .reading import assemble
 from .records import IterationRecord
 from .simplex import project_onto_simplex
 from .solver import FrankWolfeBase, SolverState
-from .step_size import LineSearch
+from .step_size import LineSearch, SlopeLineSearch
 
 
 @dataclass
@@ -44,7 +44,8 @@ class FrankWolfeSoft(FrankWolfeBase):
     """
 
     options: SoftOptions = field(default_factory=SoftOptions)
-    line_search: LineSearch = field(default_factory=LineSearch)
+    # the FW step's line search; None = the one options.fw_step_search names
+    line_search: Optional[Union[LineSearch, SlopeLineSearch]] = None
 
     @property
     def gap_granularity(self) -> str:
@@ -87,7 +88,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         if options.include_current and gap_index is not None:
             column = 1 + gap_index  # theta_t is point 0
             clock = time.perf_counter()
-            fw_start, fw_loss = self._fw_step(points, column, evaluated.loss)
+            fw_start, fw_loss = self._fw_step(points, column, evaluated.loss, record.fw_gap)
             phases["fw_step"] = time.perf_counter() - clock
             record.details.update(fw_step_size=float(fw_start[0, column]), loss_fw_step=fw_loss)
         clock = time.perf_counter()
@@ -104,14 +105,16 @@ class FrankWolfeSoft(FrankWolfeBase):
         self.progress(record, monotone=options.include_current)
         return record
 
-    def _fw_step(self, points, column: int, loss_current: float) -> Tuple[torch.Tensor, float]:
-        """Line search from theta_t (point 0) toward point ``column``; its coefficients and loss."""
+    def _fw_step(self, points, column: int, loss_current: float, gap: float) -> Tuple[torch.Tensor, float]:
+        """Line search from theta_t (point 0) toward point ``column`` (the gap's vertex, so the slope
+        at theta_t is minus the FW gap); its coefficients and loss."""
         theta, target = points[0], points[column]
 
         def loss_at(gamma: float) -> float:
             return self.objective.loss({name: theta[name] + gamma * (target[name] - theta[name]) for name in self.block_names})
 
-        gamma, loss = self.line_search.choose(0, loss_at, loss_current)
+        search = self.line_search or self.options.make_fw_step_search()
+        gamma, loss = search.choose(0, loss_at, loss_current, slope=-gap)
         rows = len(self.block_names) if self.options.coefficients == "layer" else 1
         start = torch.zeros((rows, len(points)), dtype=torch.float64)
         start[:, 0] = 1.0 - gamma
