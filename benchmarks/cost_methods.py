@@ -105,7 +105,7 @@ def build_algorithm(spec: Dict[str, Any], objective: List[str], run_dir: Path):
             overrides.update(granularity="task", line_search_evals=spec["line_search_evals"])
         else:
             overrides.update(inner_steps=spec["inner_steps"])
-            overrides.update({key: spec[f"soft_{key}"] for key in ("inner_init", "line_search_evals") if spec.get(f"soft_{key}") is not None})
+            overrides.update({key: spec[f"soft_{key}"] for key in ("inner_init", "line_search_evals", "fw_step_search") if spec.get(f"soft_{key}") is not None})
         return instantiate(load_config(ours / f"{method}.yaml", overrides))
     if method == "df_merge":  # one BO step: one streamed Fisher merge of every model, then its validation score
         overrides = {"init_points": 1, "n_iter": 0, "objective_tasks": objective, "samples_per_task": k, "fisher_samples_per_task": k, "batch_size": k,
@@ -239,7 +239,7 @@ def compact(result: Dict[str, Any]) -> Dict[str, Any]:
 
 def appendable(earlier: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     """``earlier`` ready to take this invocation's rows: same machine and measurement settings, sizes united."""
-    same = ("samples_per_task", "objective_tasks", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "threads", "accelerator", "bytes_per_checkpoint", "compute_dtype")
+    same = ("samples_per_task", "objective_tasks", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "soft_fw_step_search", "threads", "accelerator", "bytes_per_checkpoint", "compute_dtype")
     differs = [k for k in same if earlier["settings"].get(k) != new["settings"][k]]
     differs += [k for k in ("cpu_model", "cpu_cores", "gpu") if earlier["machine"].get(k) != new["machine"].get(k)]
     differs += ["pool variant"] if earlier["settings"].get("pool", {}).get("variant") != new["settings"]["pool"]["variant"] else []
@@ -265,6 +265,7 @@ def main(argv=None) -> int:
     parser.add_argument("--inner-steps", type=int, default=3, help="fw_soft inner_steps = in-tree fw_soft ada_iters")
     parser.add_argument("--line-search-evals", type=int, default=4, help="fw_hard line_search_evals")
     parser.add_argument("--soft-inner-init", choices=("uniform", "fw_step", "current"), default=None, help="fw_soft inner_init (default: the config's)")
+    parser.add_argument("--soft-fw-step-search", choices=("golden", "quadratic"), default=None, help="fw_soft fw_step_search (default: the config's)")
     parser.add_argument("--soft-line-search-evals", type=int, default=None, help="fw_soft line_search_evals, its FW step (default: the config's)")
     parser.add_argument("--accelerator", choices=("cpu", "cuda"), default="cpu", help="cuda: every method on one GPU (Fabric accelerator=cuda)")
     parser.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default=None,
@@ -305,7 +306,7 @@ def main(argv=None) -> int:
         "repeat_sizes": sizes if args.quick else [int(s) for s in args.repeat_sizes.split(",")], "repeat_methods": [m for m in args.repeat_methods.split(",") if m],
         "ada_repeats": args.ada_repeats, "samples_per_task": args.samples_per_task, "objective_tasks": standin.OBJECTIVE_TASKS,
         "inner_steps": args.inner_steps, "line_search_evals": args.line_search_evals, "soft_inner_init": args.soft_inner_init,
-        "soft_line_search_evals": args.soft_line_search_evals, "threads": args.threads, "accelerator": args.accelerator, "compute_dtype": args.compute_dtype, "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "pool": pool,
+        "soft_line_search_evals": args.soft_line_search_evals, "soft_fw_step_search": args.soft_fw_step_search, "threads": args.threads, "accelerator": args.accelerator, "compute_dtype": args.compute_dtype, "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "pool": pool,
         "targets": TARGETS,
     }
     payload = {"experiment": "cost_methods", "settings": settings, "machine": machine.describe(), "definitions": DEFINITIONS, "invocations": [], "rows": []}
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
         if cell["method"] == "adamerging" and skip:
             payload["rows"].append({**base, "status": "skipped", "error": skip})
             continue
-        spec = {**cell, **{k: settings[k] for k in ("samples_per_task", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "threads", "accelerator", "compute_dtype")},
+        spec = {**cell, **{k: settings[k] for k in ("samples_per_task", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "soft_fw_step_search", "threads", "accelerator", "compute_dtype")},
                 "standin_dir": str(standin_dir), "tasks": pool["tasks"], "run_dir": str(scratch / tag)}
         result = child.run_child(Path(__file__).resolve(), spec, env, scratch / "logs" / f"{tag}.log", mem_guard_gb=args.mem_guard_gb, min_available_gb=args.min_available_gb, timeout_s=args.child_timeout)
         payload["rows"].append({**base, **compact(result)})

@@ -55,7 +55,7 @@ def pool_text(settings: Dict[str, Any]) -> str:
 def run_tag(settings: Dict[str, Any]) -> str:
     """The stand-in variant, and our methods' compute dtype and fw_soft settings when set: 'bf16_2shards',
     'bf16_2shards, compute bfloat16', 'fp32, fw_soft inner_init=fw_step line_search_evals=4'."""
-    soft = [f"{key}={settings[f'soft_{key}']}" for key in ("inner_init", "line_search_evals") if settings.get(f"soft_{key}") is not None]
+    soft = [f"{key}={settings[f'soft_{key}']}" for key in ("inner_init", "line_search_evals", "fw_step_search") if settings.get(f"soft_{key}") is not None]
     return settings["pool"]["variant"] + (f", compute {settings['compute_dtype']}" if settings.get("compute_dtype") else "") + (f", fw_soft {' '.join(soft)}" if soft else "")
 
 
