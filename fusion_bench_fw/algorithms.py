@@ -322,7 +322,7 @@ class FWSoft(FrankWolfeMergingBase):
         inner_optimizer: str = "adam",
         include_current: bool = True,
         inner_init: str = "uniform",
-        fw_step_search: str = "golden",
+        fw_step_search: str = "quadratic",
         init: str = "pretrained",
         **kwargs,
     ):

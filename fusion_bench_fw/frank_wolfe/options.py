@@ -122,7 +122,7 @@ class SoftOptions(SolverOptions):
     # False drops the gap's vertex (and the FW step toward it) from the inner simplex: the
     # selection-only simplex of version 0.1, which can idle at a large gap (an ablation)
     offer_gap_vertex: bool = True
-    fw_step_search: str = "golden"
+    fw_step_search: str = "quadratic"
 
     def __post_init__(self):
         super().__post_init__()

@@ -44,7 +44,7 @@ class FrankWolfeSoft(FrankWolfeBase):
     """
 
     options: SoftOptions = field(default_factory=SoftOptions)
-    # the FW step's line search; None = the one options.fw_step_search names
+    # the FW step's line search; None = the one options.fw_step_search names (default: quadratic)
     line_search: Optional[Union[LineSearch, SlopeLineSearch]] = None
 
     @property
