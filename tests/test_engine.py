@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -94,6 +95,9 @@ def test_slope_line_search_backtracks_and_stays_within_its_budget():
     calls.clear()
     gamma, loss = SlopeLineSearch(evaluations=6).choose(0, loss_at, loss_at_zero=f0, slope=slope)
     assert 0 < gamma < 0.02 and loss < f0 and len(calls) <= 6
+    # a non-finite loss at a trial (a diverging far point) is stepped back from, not fitted
+    gamma, _ = SlopeLineSearch(evaluations=6).choose(0, lambda g: math.nan if g > 0.6 else (g - 0.3) ** 2, loss_at_zero=0.09, slope=-0.6)
+    assert gamma == pytest.approx(0.3, abs=1e-6)
     # a direction that only hurts (a wrong slope) gives gamma = 0 after the budget
     assert SlopeLineSearch(evaluations=4).choose(0, lambda g: 1.0 + g, loss_at_zero=1.0, slope=-1.0)[0] == 0.0
     # no usable slope: the golden section

@@ -3,8 +3,9 @@
 Each rule is a small object with ``choose(iteration, loss_at, loss_at_zero, slope=None)`` where
 ``loss_at(gamma)`` evaluates the objective at ``theta_t + gamma * (s_t - theta_t)``; only line
 search calls it, and ``slope`` is the derivative at gamma = 0 when the caller knows it (for a
-Frank-Wolfe direction, minus the FW gap); only :class:`SlopeLineSearch` uses it. ``monotone`` says whether the rule never raises the objective (then a step that
-barely lowers it means the run has stalled, see the solver's ``min_rel_decrease``).
+Frank-Wolfe direction, minus the FW gap); only :class:`SlopeLineSearch` uses it. ``monotone`` says
+whether the rule never raises the objective (then a step that barely lowers it means the run has
+stalled, see the solver's ``min_rel_decrease``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class SlopeLineSearch:
         trial = 1.0
         for _ in range(self.evaluations):
             value = loss_at(trial)
+            if not math.isfinite(value):  # e.g. a far point where the model diverges: step back
+                trial *= 0.5
+                continue
             if value < best[1]:
                 best = (trial, value)
             curvature = 2.0 * (value - loss_at_zero - slope * trial) / (trial * trial)
