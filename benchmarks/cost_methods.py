@@ -306,7 +306,7 @@ def main(argv=None) -> int:
         "repeat_sizes": sizes if args.quick else [int(s) for s in args.repeat_sizes.split(",")], "repeat_methods": [m for m in args.repeat_methods.split(",") if m],
         "ada_repeats": args.ada_repeats, "samples_per_task": args.samples_per_task, "objective_tasks": standin.OBJECTIVE_TASKS,
         "inner_steps": args.inner_steps, "line_search_evals": args.line_search_evals, "soft_inner_init": args.soft_inner_init,
-        "soft_line_search_evals": args.soft_line_search_evals, "soft_fw_step_search": args.soft_fw_step_search or load_config(HERE.parent / "config/method/fw_soft.yaml", {}).fw_step_search, "threads": args.threads, "accelerator": args.accelerator, "compute_dtype": args.compute_dtype, "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "pool": pool,
+        "soft_line_search_evals": args.soft_line_search_evals, "soft_fw_step_search": args.soft_fw_step_search or (load_config(HERE.parent / "config/method/fw_soft.yaml", {}).fw_step_search if "fw_soft" in methods else None), "threads": args.threads, "accelerator": args.accelerator, "compute_dtype": args.compute_dtype, "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "pool": pool,
         "targets": TARGETS,
     }
     payload = {"experiment": "cost_methods", "settings": settings, "machine": machine.describe(), "definitions": DEFINITIONS, "invocations": [], "rows": []}
