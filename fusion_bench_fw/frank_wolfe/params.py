@@ -27,26 +27,15 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in REDUCED_PRECISION else dtype
 
 
-class _Widener:
-    """Reused float32 chunk buffers for the products of half-precision blocks."""
-
-    def __init__(self):
-        self.buffers: Dict[torch.device, torch.Tensor] = {}
-
-    def dot(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """<x, y> of two flat tensors of one half-precision dtype, summed in float64."""
-        chunk = WIDEN_CHUNK_CPU if x.device.type == "cpu" else WIDEN_CHUNK_DEVICE
-        n = x.numel()
-        if n <= chunk and x.device.type != "cpu":
-            return torch.dot(x.float(), y.float()).double()
-        buffer = self.buffers.get(x.device)
-        if buffer is None:
-            buffer = self.buffers[x.device] = torch.empty(2, chunk, dtype=torch.float32, device=x.device)
-        total = torch.zeros((), dtype=torch.float64, device=x.device)
-        for start in range(0, n, chunk):
-            w = min(chunk, n - start)
-            total += torch.dot(buffer[0, :w].copy_(x[start : start + w]), buffer[1, :w].copy_(y[start : start + w]))
-        return total
+def _widened_dot(x: torch.Tensor, y: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """<x, y> of two flat half-precision tensors, chunk by chunk through the float32 ``buffer``
+    (``[2, chunk]``, on their device), summed in float64."""
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    chunk, n = buffer.shape[1], x.numel()
+    for start in range(0, n, chunk):
+        w = min(chunk, n - start)
+        total += torch.dot(buffer[0, :w].copy_(x[start : start + w]), buffer[1, :w].copy_(y[start : start + w]))
+    return total
 
 
 def block_dots(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
@@ -57,15 +46,17 @@ def block_dots(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], nam
     to float64.
     """
     dots = []
-    widener = None
+    buffer = None  # float32 chunks for half-precision blocks, grown to the largest chunk needed
     for name in names:
         x = a[name]
         y = b[name]
         if y.device != x.device or y.dtype != x.dtype:
             y = y.to(device=x.device, dtype=x.dtype, non_blocking=True)
         if x.dtype in REDUCED_PRECISION:
-            widener = widener or _Widener()
-            dots.append(widener.dot(x.reshape(-1), y.reshape(-1)))
+            chunk = min(x.numel(), WIDEN_CHUNK_CPU if x.device.type == "cpu" else WIDEN_CHUNK_DEVICE)
+            if buffer is None or buffer.device != x.device or buffer.shape[1] < chunk:
+                buffer = torch.empty(2, max(chunk, 1), dtype=torch.float32, device=x.device)
+            dots.append(_widened_dot(x.reshape(-1), y.reshape(-1), buffer))
         else:
             dots.append(torch.dot(x.reshape(-1), y.reshape(-1)).double())
     # one device->host transfer per call, not one per block

@@ -188,8 +188,9 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
 
     The rows are the gradient rows (plus theta when the cosine norms are wanted), stacked tile by
     tile on the first row's device in its accumulation dtype (float32 for half precision), as
-    ``block_dots`` computes; each tile's products are widened to float64 before they are summed. ``with_theta`` adds theta as one more
-    column next to the group's vertices and returns <g_b, theta_b> per row (else None).
+    ``block_dots`` computes; each tile's products are widened to float64 before they are summed.
+    ``with_theta`` adds theta as one more column next to the group's vertices and returns
+    <g_b, theta_b> per row (else None).
     """
     keys = list(grads)
     k = len(group)
@@ -217,9 +218,8 @@ def _score_blocks(reader: BlockReader, group: List[int], labels: List[str], thet
         like = rows[0]
         work = accumulation_dtype(like.dtype)
         numel = like.numel()
-        size = torch.empty((), dtype=work).element_size()
-        tile = max(1, CPU_TILE_BYTES // (columns * size))
-        slab = max(tile, CPU_READ_BYTES // size)
+        tile = max(1, CPU_TILE_BYTES // (columns * work.itemsize))
+        slab = max(tile, CPU_READ_BYTES // work.itemsize)
         # rows and theta keep their dtypes: the copies into the tiles widen them
         flat = [row.reshape(-1).to(device=like.device) for row in rows]
         theta_flat = theta[name].reshape(-1).to(device="cpu") if with_theta else None
