@@ -170,6 +170,8 @@ def test_invalid_options_are_rejected_with_the_allowed_values():
         hard(**solver_kwargs(problem, source, score="dot"))
     with pytest.raises(ValueError, match="topk must be >= 1"):
         soft(**solver_kwargs(problem, source), topk=0)
+    with pytest.raises(ValueError, match="invalid fw_step_search='armijo'; allowed values: golden, quadratic"):
+        soft(**solver_kwargs(problem, source), fw_step_search="armijo")
 
 
 def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
