@@ -424,3 +424,17 @@ def test_task_winner_candidates_keep_a_model_that_helps_no_task_out_of_the_layer
     assert selected["all"][0] == {"m3": 1, "m2": 1}
     assert selected["task_winners"][0] == {"m1": 1, "m2": 1}
     assert not any("m3" in s for s in selected["task_winners"])
+
+
+def test_soft_fw_coefficient_search_leaves_blocks_with_only_rounding_noise_where_they_start():
+    """Block "b" barely enters the loss (its gradient is 1e-8 of block "a"'s, like an attention key
+    bias's rounding noise): Adam's per-entry scaling would move its coefficients about as fast as "a"'s."""
+    problem, points = make_problem(seed=3)
+    problem.matrices["b"] = 1e-4 * problem.matrices["b"]
+    problem.targets["b"] = 1e-4 * problem.targets["b"]
+    solver = soft(**solver_kwargs(problem, hull_source(points[1:])), coefficients="layer", inner_steps=10, inner_lr=0.1)
+    start = torch.full((len(BLOCKS), len(points)), 0.3 / (len(points) - 1), dtype=torch.float64)
+    start[:, 0] = 0.7  # far from the optimum (near the uniform mix)
+    lam, loss = solver.projected_descent(points, start)
+    torch.testing.assert_close(lam[1], start[1], rtol=0, atol=1e-12)  # block "b": not moved
+    assert (lam[0] - start[0]).abs().max() > 0.05 and loss < problem.loss({k: sum(float(start[0, j]) * p[k] for j, p in enumerate(points)) for k in BLOCKS})

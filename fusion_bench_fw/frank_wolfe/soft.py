@@ -32,6 +32,9 @@ from .simplex import project_onto_simplex
 from .solver import FrankWolfeBase, SolverState
 from .step_size import LineSearch, SlopeLineSearch
 
+# coefficient-gradient entries below this fraction of the largest are rounding noise (float32 sums)
+NOISE_FLOOR = 1e-6
+
 
 @dataclass
 class FrankWolfeSoft(FrankWolfeBase):
@@ -160,7 +163,12 @@ class FrankWolfeSoft(FrankWolfeBase):
             del evaluated
             if lam.shape[0] == 1:
                 grad = grad.sum(0, keepdim=True)
-            lam.grad = grad - grad.mean(dim=1, keepdim=True)
+            grad = grad - grad.mean(dim=1, keepdim=True)
+            # entries at float32 rounding level of the largest carry no signal (e.g. attention key
+            # biases, whose true gradient is 0); Adam's per-entry scaling would turn their noise
+            # into full-size steps and an arbitrary, run-dependent merge of those blocks
+            grad[grad.abs() <= NOISE_FLOOR * grad.abs().max()] = 0.0
+            lam.grad = grad
             optimizer.step()
             with torch.no_grad():
                 lam.copy_(project_onto_simplex(lam))
