@@ -322,6 +322,7 @@ class FWSoft(FrankWolfeMergingBase):
         inner_optimizer: str = "adam",
         include_current: bool = True,
         inner_init: str = "uniform",
+        inner_restart: bool = False,
         fw_step_search: str = "quadratic",
         init: str = "pretrained",
         **kwargs,
@@ -330,7 +331,7 @@ class FWSoft(FrankWolfeMergingBase):
         self.solver_options = SoftOptions(
             **self.common_solver_options, topk=topk, per_task_selection=per_task_selection, coefficients=coefficients,
             inner_steps=inner_steps, inner_lr=inner_lr, inner_optimizer=inner_optimizer, include_current=include_current, inner_init=inner_init,
-            fw_step_search=fw_step_search,
+            inner_restart=inner_restart, fw_step_search=fw_step_search,
         )
 
     def check_candidates(self, count: int) -> None:

@@ -172,6 +172,8 @@ def test_invalid_options_are_rejected_with_the_allowed_values():
         soft(**solver_kwargs(problem, source), topk=0)
     with pytest.raises(ValueError, match="invalid fw_step_search='armijo'; allowed values: golden, quadratic"):
         soft(**solver_kwargs(problem, source), fw_step_search="armijo")
+    with pytest.raises(ValueError, match="inner_restart=true .* use it with inner_init=uniform .*got inner_init=current"):
+        soft(**solver_kwargs(problem, source), inner_restart=True, inner_init="current")
 
 
 def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
@@ -260,19 +262,22 @@ def test_soft_fw_makes_progress_even_when_the_coefficient_search_cannot():
 
 
 def test_soft_fw_searches_again_from_theta_t_when_the_uniform_start_fails():
-    """The uniform mix (0.5) is far worse than theta_t = 0; the second search, started at theta_t
-    with small steps, finds the descent the FW gap promises."""
+    """The uniform mix (0.5) is far worse than theta_t = 0. With inner_restart, a second search
+    starts at the FW step's point and improves on it; without it, the iteration ends there."""
     problem, points = _one_vertex_problem()
     source = ListSource(["m1"], points[1:])
-    losses = {}
-    for init in ("uniform", "current"):
+    losses, records = {}, {}
+    for init, restart in (("uniform", True), ("fw_step", False), ("uniform", False)):
         state = initial_state(points)
         kwargs = solver_kwargs(problem, source, max_iters=1, labels=["_pretrained_", "m1"], vertex_columns=[1])
-        soft(**kwargs, inner_steps=3, inner_lr=0.02, inner_init=init).run(state)
-        losses[init] = problem.loss(state.theta)
-        assert 0.0 < float(state.theta["a"]) <= 0.1 + 1e-9  # moved toward the optimum, not past it
-    assert losses["uniform"] == pytest.approx(losses["current"])  # same second search
-    assert losses["uniform"] < problem.loss(points[0])
+        # a coarse golden-section FW step (3 trials) that misses the optimum on its line
+        soft(**kwargs, inner_steps=3, inner_lr=0.02, inner_init=init, inner_restart=restart, fw_step_search="golden", line_search_evals=3).run(state)
+        losses[init, restart], records[init, restart] = problem.loss(state.theta), state.trajectory[0]
+        assert 0.0 < float(state.theta["a"]) < 0.2  # moved toward the optimum 0.1
+    assert losses["uniform", True] == pytest.approx(losses["fw_step", False])  # the same second search
+    assert losses["uniform", True] < records["uniform", True]["loss_fw_step"] - 1e-9  # which improved on the FW step
+    assert losses["uniform", False] == pytest.approx(records["uniform", False]["loss_fw_step"])  # no second search: the FW step's point
+    assert losses["uniform", False] < problem.loss(points[0])
 
 
 def test_soft_fw_with_layer_coefficients_reports_the_block_wise_gap():

@@ -127,9 +127,9 @@ class FrankWolfeSoft(FrankWolfeBase):
     def optimize_coefficients(self, points: Sequence[Mapping[str, torch.Tensor]], loss_current: float, fw_start: Optional[torch.Tensor] = None, fw_loss: float = math.inf):
         """The coefficient search; returns the best point seen, never worse than the FW step's.
 
-        ``inner_init="uniform"`` starts from the uniform mix, which takes large steps early on; when
-        that search ends above the FW step's point (theta_t is already a good mix), a second search
-        starts there. ``"fw_step"`` and ``"current"`` search once, from that point or from theta_t."""
+        ``inner_init="uniform"`` starts from the uniform mix, which takes large steps early on (with
+        ``inner_restart``, a search that ends above the FW step's point is followed by a second one
+        from there). ``"fw_step"`` and ``"current"`` search once, from that point or from theta_t."""
         m, options = len(points), self.options
         rows = len(self.block_names) if options.coefficients == "layer" else 1
         best_lam, best_loss = (fw_start, fw_loss) if fw_start is not None else (None, math.inf)
@@ -137,7 +137,9 @@ class FrankWolfeSoft(FrankWolfeBase):
         at_current[:, 0] = 1.0
         if options.include_current and loss_current < best_loss:
             best_lam, best_loss = at_current, loss_current
-        starts = {"uniform": [torch.full((rows, m), 1.0 / m, dtype=torch.float64)] + ([best_lam] if options.include_current else []), "fw_step": [best_lam], "current": [at_current]}[options.inner_init]
+        uniform = torch.full((rows, m), 1.0 / m, dtype=torch.float64)
+        restart = [best_lam] if options.include_current and options.inner_restart else []
+        starts = {"uniform": [uniform] + restart, "fw_step": [best_lam], "current": [at_current]}[options.inner_init]
         for start in starts:
             lam, loss = self.projected_descent(points, start)
             if loss < best_loss:
