@@ -384,6 +384,13 @@ def render_summaries(directory: Path) -> List[Path]:
     return written
 
 
+def same_code_reference(fp32_files: List[tuple], payload: Dict[str, Any]) -> tuple:
+    """The fp32 variant to compare a bf16 one with: the one with most rows measured at a commit of
+    the bf16 rows (the same code), else the first."""
+    commits = {r["commit"] for r in payload["rows"]}
+    return max(fp32_files, key=lambda v: sum(r["commit"] in commits for r in v[2]["rows"]))
+
+
 def summary_report(accelerator: str, files: List[tuple]) -> List[str]:
     """Every target of the real-path cost measurement, over the variants' files."""
     variants = []  # (tag, pool, methods payload, lmo payload or None, file names)
@@ -440,10 +447,12 @@ def summary_report(accelerator: str, files: List[tuple]) -> List[str]:
                 failed = [r for r in payload["rows"] if r["method"] == "intree_fw_soft" and r["n"] == hi and r["status"] != "ok"]
                 why = f"in-tree fw_soft {failed[0]['status']}: {failed[0].get('error', '')[:160]}" if failed else "no in-tree fw_soft run"
                 targets.append((f"{method}: one iteration / in-tree fw_soft's at n={hi}", tag, f"{mine:.2f} s / – ({why})", "n/a"))
-    reference = next((v for v in variants if v[1]["dtype"] == "fp32" and v[1]["shards"] == 1 and v[2]["settings"].get("compute_dtype") in (None, "float32")), None)
+    fp32_files = [v for v in variants if v[1]["dtype"] == "fp32" and v[1]["shards"] == 1 and v[2]["settings"].get("compute_dtype") in (None, "float32")]
+    reference = fp32_files[0] if fp32_files else None
     for tag, pool, payload, _, _ in variants:
         if reference is None or pool["dtype"] != "bf16" or pool["shards"] < 2:
             continue
+        reference = same_code_reference(fp32_files, payload)
         for method in ORDER:
             for n in sorted(set(payload["settings"]["sizes"]) & set(reference[2]["settings"]["sizes"])):
                 a, b = med(reference[2], method, n, "peak_rss_bytes", GB), med(payload, method, n, "peak_rss_bytes", GB)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from fusion_bench import BaseAlgorithm, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
-from .checkpoint_files import POOL_LOADER, STREAMING, resolve_pool
+from .checkpoint_files import POOL_LOADER, STREAMING, resolve_pool, stored_dtype
 from .checkpoints import PoolCheckpoints
 from .families import ModelFamily, family_for
 from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, SoftOptions, SolverState
@@ -107,9 +107,10 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         with self.profile("load pretrained"):
             model = family.load_base()
             pool_dtype = next(model.parameters()).dtype
-            if options.compute_dtype is not None:  # e.g. bf16 math on a GPU for an fp32 pool
-                model = model.to(getattr(torch, options.compute_dtype))
             block_names = family.merged_parameters(model)
+            compute_dtype = self.merge_dtype(pool_dtype, block_names)
+            if compute_dtype != pool_dtype:
+                model = model.to(compute_dtype)
             parameters = dict(model.named_parameters())
             theta0 = {name: parameters[name].detach().clone() for name in block_names}
         dtype = next(iter(theta0.values())).dtype
@@ -171,6 +172,19 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
     # --- pieces -------------------------------------------------------------------------------
     def check_candidates(self, count: int) -> None:
         """Hook for option checks that need the number of LMO candidates."""
+
+    def merge_dtype(self, pool_dtype: torch.dtype, block_names: Sequence[str]) -> torch.dtype:
+        """method.compute_dtype, else the dtype the pretrained checkpoint is stored in when that is
+        narrower than what the pool loads (FusionBench's CLIP pools load bf16 checkpoints as float32:
+        twice the memory of the files the user chose to store), else the pool's."""
+        if self.run_options.compute_dtype is not None:  # e.g. bf16 math on a GPU for an fp32 pool
+            return getattr(torch, self.run_options.compute_dtype)
+        stored = stored_dtype(self.checkpoint_files[PRETRAINED], block_names)
+        if stored is not None and stored.is_floating_point and stored.itemsize < pool_dtype.itemsize:
+            log.info("the pretrained checkpoint is stored in %s and the pool loads it as %s: merging in %s "
+                     "(method.compute_dtype=%s keeps the pool's dtype)", stored, pool_dtype, stored, str(pool_dtype).replace("torch.", ""))
+            return stored
+        return pool_dtype
 
     def in_memory_base(self, theta0: ParamDict):
         """theta_0 and the files it was loaded from, for LoRA vertices on the same base
@@ -237,6 +251,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             "screened": {name: round(distances[name], 4) for name in screened},
             "relative_distances": {name: round(d, 4) for name, d in distances.items()},
             "model_family": family.name,
+            "compute_dtype": str(next(iter(state.theta.values())).dtype).replace("torch.", ""),
             "lmo_pass_order": solver.pass_order.value if solver.pass_order is not None else None,
             "readers": source.reader_counts(),
             "checkpoint_readers": {name: source.reader_of(name) for name in source.names},

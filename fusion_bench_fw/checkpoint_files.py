@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from .lora_adapters import PEFT_LOADERS, LoraAdapter, read_adapter
-from .safetensors_slices import read_header
+from .safetensors_slices import read_header, stored_prefix
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,20 @@ def resolve_pool(modelpool, names: Sequence[str], streaming: bool = True) -> Dic
         if item.reader == POOL_LOADER:
             log.info("model %r is loaded whole by the pool's load_model, not streamed: %s", item.name, item.why)
     return resolved
+
+
+def stored_dtype(files: CheckpointFiles, names: Sequence[str]):
+    """The one dtype a streamed checkpoint stores ``names`` in (its safetensors headers), or None
+    (not streamed, names not all found, or mixed dtypes)."""
+    if files.reader != STREAMING or not names:
+        return None
+    headers = {path: read_header(path) for path in set(files.weight_map.values())}
+    entries = {tensor: headers[path][tensor] for tensor, path in files.weight_map.items() if tensor in headers[path]}
+    prefix = stored_prefix(entries.keys(), names)
+    if prefix is None:
+        return None
+    dtypes = {entries[prefix + name].dtype for name in names}
+    return dtypes.pop() if len(dtypes) == 1 else None
 
 
 def reader_counts(resolved: Mapping[str, CheckpointFiles]) -> Dict[str, int]:

@@ -144,3 +144,23 @@ def test_a_sharded_index_naming_a_missing_shard_is_refused(hub_cache):
     next(snapshot.glob("model-00002-*.safetensors")).unlink()
     with pytest.raises(CheckpointNotAvailable, match="model-00002-of-00002.safetensors"):
         resolve_checkpoint("broken", "org/broken")
+
+
+def test_stored_dtype_reads_the_shards_headers_and_gives_none_when_it_cannot_say(hub_cache, tmp_path):
+    from fusion_bench_fw.checkpoint_files import stored_dtype
+
+    blocks = ["encoder.a.weight", "encoder.b.weight"]
+    write_hub_repo(hub_cache, "org/bf16", _params(0), shards=2, dtype=torch.bfloat16)
+    write_hub_repo(hub_cache, "org/fp32", _params(1))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    save_file({"encoder.a.weight": _params(2)["encoder.a.weight"].half(), "encoder.b.weight": _params(2)["encoder.b.weight"]}, str(mixed / "model.safetensors"))
+    wrapped = tmp_path / "wrapped"  # stored under a prefix, as GPT-2 classifiers store their base model
+    wrapped.mkdir()
+    save_file({f"transformer.{k}": v.half() for k, v in _params(3).items()}, str(wrapped / "model.safetensors"))
+    files = resolve_pool(Pool({"bf16": "org/bf16", "fp32": "org/fp32", "mixed": str(mixed), "wrapped": str(wrapped)}), ["bf16", "fp32", "mixed", "wrapped"])
+    assert stored_dtype(files["bf16"], blocks) == torch.bfloat16
+    assert stored_dtype(files["fp32"], blocks) == torch.float32
+    assert stored_dtype(files["mixed"], blocks) is None
+    assert stored_dtype(files["wrapped"], blocks) == torch.float16
+    assert stored_dtype(files["fp32"], ["not.a.tensor"]) is None

@@ -176,5 +176,7 @@ def test_exact_command_runs_offline_end_to_end(standin, tmp_path):
         assert 0.0 <= report[task]["accuracy"] <= 1.0
     summary = json.loads((log_dir / "fw_trajectory.json").read_text())["summary"]
     assert summary["readers"] == {"safetensors": 21, "pool_loader": 0}
+    # the pool loads the bf16 checkpoints as float32; the merge runs in the dtype they are stored in
+    assert summary["compute_dtype"] == "bfloat16"
     # the perturbed towers sit where fine-tunes sit (~0.05 of the base's norm): none is screened out
     assert summary["screened"] == {} and all(0.02 < d < 0.1 for name, d in summary["relative_distances"].items() if name != "_pretrained_")
