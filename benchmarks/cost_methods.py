@@ -98,7 +98,7 @@ def build_algorithm(spec: Dict[str, Any], objective: List[str], run_dir: Path):
     theirs = Path(list(fusion_bench_config.__path__)[0]) / "method"
     ours = Path(fusion_bench_fw.__file__).resolve().parents[1] / "config" / "method"  # the frozen copy's configs
     if method in OURS:
-        overrides: Dict[str, Any] = {"max_iters": 1, "objective_tasks": objective, "samples_per_task": k, "batch_size": k, "trajectory_path": str(run_dir / "fw_trajectory.json")}
+        overrides: Dict[str, Any] = {"max_iters": 1, "objective_tasks": objective, "samples_per_task": k, "batch_size": spec.get("batch_size") or k, "trajectory_path": str(run_dir / "fw_trajectory.json")}
         if spec.get("compute_dtype"):
             overrides["compute_dtype"] = spec["compute_dtype"]
         if method == "fw_hard":
@@ -239,7 +239,7 @@ def compact(result: Dict[str, Any]) -> Dict[str, Any]:
 
 def appendable(earlier: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     """``earlier`` ready to take this invocation's rows: same machine and measurement settings, sizes united."""
-    same = ("samples_per_task", "objective_tasks", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "soft_fw_step_search", "threads", "accelerator", "bytes_per_checkpoint", "compute_dtype")
+    same = ("samples_per_task", "batch_size", "objective_tasks", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "soft_fw_step_search", "threads", "accelerator", "bytes_per_checkpoint", "compute_dtype")
     differs = [k for k in same if earlier["settings"].get(k) != new["settings"][k]]
     differs += [k for k in ("cpu_model", "cpu_cores", "gpu") if earlier["machine"].get(k) != new["machine"].get(k)]
     differs += ["pool variant"] if earlier["settings"].get("pool", {}).get("variant") != new["settings"]["pool"]["variant"] else []
@@ -262,6 +262,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ada-repeats", type=int, default=1, help="AdaMerging runs at --repeat-sizes")
     parser.add_argument("--ada-skip-gb", type=float, default=18.0, help="skip AdaMerging's larger n after a run that peaked above this")
     parser.add_argument("--samples-per-task", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="our methods' batch_size, samples per forward pass (default: --samples-per-task "
+                        "x the objective tasks, so that one pass evaluates the whole objective)")
     parser.add_argument("--inner-steps", type=int, default=3, help="fw_soft inner_steps = in-tree fw_soft ada_iters")
     parser.add_argument("--line-search-evals", type=int, default=4, help="fw_hard line_search_evals")
     parser.add_argument("--soft-inner-init", choices=("uniform", "fw_step", "current"), default=None, help="fw_soft inner_init (default: the config's)")
@@ -304,7 +306,7 @@ def main(argv=None) -> int:
     settings = {
         "sizes": sizes, "methods": methods, "repeats": 1 if args.quick else args.repeats, "quick": args.quick,
         "repeat_sizes": sizes if args.quick else [int(s) for s in args.repeat_sizes.split(",")], "repeat_methods": [m for m in args.repeat_methods.split(",") if m],
-        "ada_repeats": args.ada_repeats, "samples_per_task": args.samples_per_task, "objective_tasks": standin.OBJECTIVE_TASKS,
+        "ada_repeats": args.ada_repeats, "samples_per_task": args.samples_per_task, "batch_size": args.batch_size or args.samples_per_task * standin.OBJECTIVE_TASKS, "objective_tasks": standin.OBJECTIVE_TASKS,
         "inner_steps": args.inner_steps, "line_search_evals": args.line_search_evals, "soft_inner_init": args.soft_inner_init,
         "soft_line_search_evals": args.soft_line_search_evals, "soft_fw_step_search": args.soft_fw_step_search or (load_config(HERE.parent / "config/method/fw_soft.yaml", {}).fw_step_search if "fw_soft" in methods else None), "threads": args.threads, "accelerator": args.accelerator, "compute_dtype": args.compute_dtype, "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "ada_skip_gb": args.ada_skip_gb, "mem_guard_gb": args.mem_guard_gb, "pool": pool,
         "targets": TARGETS,
@@ -328,7 +330,7 @@ def main(argv=None) -> int:
         if cell["method"] == "adamerging" and skip:
             payload["rows"].append({**base, "status": "skipped", "error": skip})
             continue
-        spec = {**cell, **{k: settings[k] for k in ("samples_per_task", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "soft_fw_step_search", "threads", "accelerator", "compute_dtype")},
+        spec = {**cell, **{k: settings[k] for k in ("samples_per_task", "batch_size", "inner_steps", "line_search_evals", "soft_inner_init", "soft_line_search_evals", "soft_fw_step_search", "threads", "accelerator", "compute_dtype")},
                 "standin_dir": str(standin_dir), "tasks": pool["tasks"], "run_dir": str(scratch / tag)}
         result = child.run_child(Path(__file__).resolve(), spec, env, scratch / "logs" / f"{tag}.log", mem_guard_gb=args.mem_guard_gb, min_available_gb=args.min_available_gb, timeout_s=args.child_timeout)
         payload["rows"].append({**base, **compact(result)})

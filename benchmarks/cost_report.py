@@ -135,7 +135,8 @@ def methods_report(payload: Dict[str, Any], json_path: Path):
               f"- Objective: {s['objective_tasks']} tasks × {s['samples_per_task']} samples = {s['objective_tasks'] * s['samples_per_task']} samples per "
               f"gradient for every method; one iteration (`max_iters=1`, AdaMerging `max_steps=1`); fw_soft `inner_steps` = in-tree `ada_iters` = "
               f"{s['inner_steps']}; fw_hard task-wise, {s['line_search_evals']} line-search evaluations"
-              + (f"; ours with `compute_dtype: {s.get('compute_dtype') or 'null'}`." if s.get("pool") else "."),
+              + (f"; ours with `compute_dtype: {s.get('compute_dtype') or 'null'}`" if s.get("pool") else "")
+              + (f", `batch_size: {s['batch_size']}` (samples per forward pass; several tasks' batches share one)." if s.get("batch_size") else "."),
               f"- Accelerator: {accelerator}; {s['threads']} torch thread(s) per child; every row a fresh child process. Cells: median [min–max] ×runs.",
               *definitions(payload), ""]
 

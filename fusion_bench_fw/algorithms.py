@@ -201,7 +201,8 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             log.info("FW objective (%s): %s on %d samples per task over tasks %s", family.name, options.loss, options.samples_per_task, tasks)
         family.prepare(model, tasks)
         data = [family.task_batches(task, options.loss, options.samples_per_task, options.seed + offset, options.batch_size) for offset, task in enumerate(tasks)]
-        return SampleObjective(block_names, data, family.batch_loss(model, options.loss), backward=self.fabric.backward, all_reduce=self.all_reduce_sum())
+        return SampleObjective(block_names, data, family.batch_loss(model, options.loss), backward=self.fabric.backward, all_reduce=self.all_reduce_sum(),
+                               batch_losses=family.batch_losses(model, options.loss), pass_size=options.batch_size)
 
     def all_reduce_sum(self):
         """Sum over Fabric's processes (None in a single process); tensors travel via the Fabric

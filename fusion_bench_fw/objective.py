@@ -5,12 +5,14 @@ holds what is the same for every family. Samples are drawn once with a seeded ge
 pre-processed, so every evaluation of the objective sees the same data and line search / the FW gap
 are exact for it. Gradients go through Lightning Fabric's ``backward`` in mini-batches; with data
 parallelism each process holds a shard of every task's samples and the sums are all-reduced.
+Whole batches of several tasks share a forward pass (up to ``batch_size`` samples) where the total
+objective is all that is needed; per-task gradients take one task's batches at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,6 +21,9 @@ from .frank_wolfe.solver import LossAndGrad
 
 # batch_loss(params, task, batch) -> the *summed* loss of the batch's samples (a scalar tensor)
 BatchLoss = Callable[[Mapping[str, torch.Tensor], str, Any], torch.Tensor]
+# batch_losses(params, [(task, batch), ...]) -> each batch's summed loss, from one forward pass where
+# the family can share it (ModelFamily.batch_losses)
+BatchLosses = Callable[[Mapping[str, torch.Tensor], Sequence[Tuple[str, Any]]], List[torch.Tensor]]
 
 
 @dataclass
@@ -30,6 +35,7 @@ class TaskBatches:
     task: str
     batches: List[Any]
     num_samples: int
+    sizes: List[int] = field(default_factory=list)  # samples per batch; empty: unknown (never packed)
 
 
 def sample_indices(dataset_len: int, count: int, seed: int) -> List[int]:
@@ -44,18 +50,43 @@ def shard_batches(task: str, indices: Sequence[int], batch_size: int, make_batch
     """This rank's share (``indices[rank::world_size]``) of the chosen samples, pre-processed once
     by ``make_batch(indices)`` in batches of ``batch_size``."""
     local = list(indices)[rank::world_size]
-    batches = [make_batch(local[start : start + batch_size]) for start in range(0, len(local), batch_size)]
-    return TaskBatches(task=task, batches=batches, num_samples=len(indices))
+    starts = range(0, len(local), batch_size)
+    batches = [make_batch(local[start : start + batch_size]) for start in starts]
+    return TaskBatches(task=task, batches=batches, num_samples=len(indices), sizes=[len(local[start : start + batch_size]) for start in starts])
+
+
+def pack_batches(data: Sequence[TaskBatches], pass_size: Optional[int]) -> List[List[Tuple[int, int]]]:
+    """(task index, batch index) groups of whole batches with at most ``pass_size`` samples each,
+    first-fit by decreasing size; one batch per group where sizes or ``pass_size`` are unknown."""
+    items = [(t, b) for t, d in enumerate(data) for b in range(len(d.batches))]
+    if pass_size is None or any(len(d.sizes) != len(d.batches) for d in data):
+        return [[item] for item in items]
+    packs: List[List[Tuple[int, int]]] = []
+    room: List[int] = []
+    for t, b in sorted(items, key=lambda item: -data[item[0]].sizes[item[1]]):
+        size = data[t].sizes[b]
+        slot = next((i for i, free in enumerate(room) if size <= free), None)
+        if slot is None:
+            packs.append([])
+            room.append(max(pass_size, size))
+            slot = len(packs) - 1
+        packs[slot].append((t, b))
+        room[slot] -= size
+    return [sorted(pack) for pack in packs]
 
 
 class SampleObjective:
     """Implements the engine's ``Objective`` protocol on fixed per-task samples."""
 
-    def __init__(self, block_names: Sequence[str], data: Sequence[TaskBatches], batch_loss: BatchLoss, backward: Optional[Callable[[torch.Tensor], None]] = None, all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    def __init__(self, block_names: Sequence[str], data: Sequence[TaskBatches], batch_loss: BatchLoss, backward: Optional[Callable[[torch.Tensor], None]] = None,
+                 all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, batch_losses: Optional[BatchLosses] = None, pass_size: Optional[int] = None):
         self.block_names = list(block_names)
         self.data = list(data)
         self.task_names = [d.task for d in self.data]
         self.batch_loss = batch_loss
+        self.batch_losses = batch_losses or (lambda params, items: [batch_loss(params, task, batch) for task, batch in items])
+        # the forward passes of the total objective: whole batches of several tasks together
+        self.packs = pack_batches(self.data, pass_size if batch_losses is not None else None)
         self.backward = backward or (lambda value: value.backward())
         # sums a tensor over data-parallel processes; None in a single process
         self.all_reduce = all_reduce
@@ -66,12 +97,15 @@ class SampleObjective:
     def task_losses(self, params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
         """Each objective task's mean sample loss (summed over data-parallel processes)."""
         sums = torch.zeros(len(self.data), dtype=torch.float64)
-        for index, task_data in enumerate(self.data):
-            for batch in task_data.batches:
-                sums[index] += float(self.batch_loss(params, task_data.task, batch))
-                self.forward_passes += 1
+        for pack in self.packs:
+            for (index, _), value in zip(pack, self.batch_losses(params, self._items(pack))):
+                sums[index] += float(value)
+            self.forward_passes += 1
         sums = self._reduce(sums)
         return {d.task: float(sums[i]) / d.num_samples for i, d in enumerate(self.data)}
+
+    def _items(self, pack: Sequence[Tuple[int, int]]) -> List[Tuple[str, Any]]:
+        return [(self.data[t].task, self.data[t].batches[b]) for t, b in pack]
 
     def loss(self, params: Mapping[str, torch.Tensor]) -> float:
         return sum(self.task_losses(params).values()) / len(self.data)
@@ -101,7 +135,15 @@ class SampleObjective:
         task_grads: Dict[str, ParamDict] = {}
         sums = torch.zeros(len(self.data), dtype=torch.float64)
         weight_per_task = 1.0 / len(self.data)
-        for index, task_data in enumerate(self.data):
+        if not per_task:  # the total's gradient: autograd sums the packed passes' into the leaves
+            for pack in self.packs:
+                values = self.batch_losses(leaves, self._items(pack))
+                self.backward(sum(value * (weight_per_task / self.data[t].num_samples) for (t, _), value in zip(pack, values)))
+                for (t, _), value in zip(pack, values):
+                    sums[t] += float(value.detach())
+                self.forward_passes += 1
+                self.backward_passes += 1
+        for index, task_data in enumerate(self.data if per_task else []):
             scale = weight_per_task / task_data.num_samples
             for batch in task_data.batches:
                 batch_loss = self.batch_loss(leaves, task_data.task, batch)
@@ -109,8 +151,6 @@ class SampleObjective:
                 sums[index] += float(batch_loss.detach())
                 self.forward_passes += 1
                 self.backward_passes += 1
-            if not per_task:
-                continue  # autograd sums every task's batches into the leaves' gradients
             grad = {name: self._take_grad(leaves[name]) for name in self.block_names}
             if total_grad is None:
                 total_grad = {name: g.clone() for name, g in grad.items()}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..frank_wolfe.params import ParamDict
-from ..objective import BatchLoss, TaskBatches
+from ..objective import BatchLoss, BatchLosses, TaskBatches
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,12 @@ class ModelFamily(ABC):
     def batch_loss(self, model: nn.Module, loss: str) -> BatchLoss:
         """``f(params, task, batch)``: the summed loss of a batch, with ``params`` replacing the
         merged parameters of ``model`` (``torch.func.functional_call``, no copy into the module)."""
+
+    def batch_losses(self, model: nn.Module, loss: str) -> Optional[BatchLosses]:
+        """``f(params, [(task, batch), ...])``: each batch's summed loss, from one forward pass over
+        all of them, for families whose tasks share the merged network and differ only in a head.
+        None (the default): the objective evaluates one batch per pass."""
+        return None
 
     def batch_correct(self, model: nn.Module) -> Callable[[Mapping[str, torch.Tensor], str, Any], int]:
         """``f(params, task, batch)``: how many of a labelled batch's samples the model with ``params``

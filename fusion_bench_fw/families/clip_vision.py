@@ -63,15 +63,16 @@ class CLIPVisionFamily(ImageClassifierFamily):
     def image_processor(self):
         return self.heads.clip_processor
 
-    def task_logits(self, model: nn.Module):
-        compute_logits = self.heads.compute_logits
+    def encoder(self, model: nn.Module):
         dtype = next(model.parameters()).dtype
 
-        def logits(params, task, images):
-            def tower(pixel_values):
-                # the tower runs in its compute dtype (method.compute_dtype); FusionBench's projection and text heads stay fp32
-                return None, functional_call(model, dict(params), (pixel_values.to(dtype),))[1].float()
+        def features(params, images):
+            # the tower's pooled output, in its compute dtype (method.compute_dtype); FusionBench's
+            # projection and text heads stay fp32
+            return functional_call(model, dict(params), (images.to(dtype),))[1].float()
 
-            return compute_logits(tower, images, task)
+        return features
 
-        return logits
+    def head_logits(self, features, task):
+        # FusionBench's zero-shot head on given image embeddings (it skips its own tower call)
+        return self.heads.compute_logits(None, None, task, image_embeds=features)

@@ -75,15 +75,17 @@ class OpenCLIPVisionFamily(ImageClassifierFamily):
     def image_processor(self):
         return self.processor
 
-    def task_logits(self, model: nn.Module):
+    def encoder(self, model: nn.Module):
         dtype = next(model.parameters()).dtype
 
-        def logits(params, task, images):
+        def features(params, images):
             # the encoder runs in its compute dtype (method.compute_dtype); the heads stay fp32
-            features = functional_call(model, dict(params), (images.to(dtype),)).float()
-            return self.heads[task](features)
+            return functional_call(model, dict(params), (images.to(dtype),)).float()
 
-        return logits
+        return features
+
+    def head_logits(self, features, task):
+        return self.heads[task](features)
 
     def merged_model(self, model: nn.Module, theta) -> nn.Module:
         # FusionBench's OpenCLIP taskpool wraps the model with fabric.setup_module, and under DDP that
