@@ -151,17 +151,12 @@ class SampleObjective:
                 sums[index] += float(batch_loss.detach())
                 self.forward_passes += 1
                 self.backward_passes += 1
-            grad = {name: self._take_grad(leaves[name]) for name in self.block_names}
-            if total_grad is None:
-                total_grad = {name: g.clone() for name, g in grad.items()}
-            else:
-                for name in self.block_names:
-                    total_grad[name].add_(grad[name])
-            # per-task rows are d(task loss)/d theta, unscaled by the task weight
-            task_grads[task_data.task] = {name: g.div_(weight_per_task) for name, g in grad.items()}
-        if total_grad is None:
+            # per-task rows are d(task loss)/d theta, unscaled by the task weight; the total is
+            # derived from them if asked for (LossAndGrad.total_grad)
+            task_grads[task_data.task] = {name: self._take_grad(leaves[name]).div_(weight_per_task) for name in self.block_names}
+        if not per_task:
             total_grad = {name: self._take_grad(leaves[name]) for name in self.block_names}
-        self._reduce_params([total_grad, *task_grads.values()])
+        self._reduce_params([total_grad, *task_grads.values()] if total_grad is not None else list(task_grads.values()))
         sums = self._reduce(sums)
         task_losses = {d.task: float(sums[i]) / d.num_samples for i, d in enumerate(self.data)}
         loss = sum(task_losses.values()) * weight_per_task

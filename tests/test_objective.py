@@ -48,10 +48,11 @@ def test_total_and_per_task_gradients_match_autograd_and_do_not_alias():
         _, own = _reference(params, data, batch_loss, {task})  # a task's row: its own mean loss's gradient
         for name in own:
             torch.testing.assert_close(split.task_grads[task][name], own[name], rtol=1e-5, atol=1e-7)
+    assert split.grad is None  # left to be derived from the rows
     for name in grad:
-        torch.testing.assert_close(split.grad[name], grad[name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(split.total_grad()[name], grad[name], rtol=1e-5, atol=1e-7)
         # the rows are not the total's storage, and the earlier result was not overwritten
-        assert split.grad[name].data_ptr() not in {split.task_grads[t][name].data_ptr() for t in ("a", "b")}
+        assert split.total_grad()[name].data_ptr() not in {split.task_grads[t][name].data_ptr() for t in ("a", "b")}
         assert torch.equal(plain.grad[name], kept[name])
     assert objective.forward_passes == objective.backward_passes == 6
 
@@ -89,7 +90,7 @@ def test_packed_passes_give_the_same_objective_and_gradient_in_fewer_passes():
     split = packed.loss_and_grad(params, per_task=True)  # per-task rows: one task's batches per pass
     assert len(calls) == 4 and packed.backward_passes == 2 + 3  # loss() made the 2 calls since; per-task rows none
     for name in grad:
-        torch.testing.assert_close(split.grad[name], grad[name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(split.total_grad()[name], grad[name], rtol=1e-5, atol=1e-7)
 
 
 def test_a_shared_clip_tower_pass_gives_each_batch_its_own_loss(micro_pool):

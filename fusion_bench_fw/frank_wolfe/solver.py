@@ -27,11 +27,20 @@ from .records import IterationRecord, StopReason
 @dataclass
 class LossAndGrad:
     loss: float
-    grad: ParamDict
+    # None only beside task_grads and task_weights: the total is then derived when asked for
+    # (total_grad), as the LMO rarely needs it and a model-sized sum costs page faults and time
+    grad: Optional[ParamDict]
     task_grads: Optional[Dict[str, ParamDict]] = None
     # grad == sum_t task_weights[t] * task_grads[t]: the LMO then derives the total row's products
     # from the task rows' instead of reading every vertex against one more gradient row
     task_weights: Optional[Dict[str, float]] = None
+
+    def total_grad(self) -> ParamDict:
+        """The total gradient, formed from the weighted task rows if the objective left it out."""
+        if self.grad is None:
+            rows = [(self.task_weights[task], row) for task, row in self.task_grads.items()]
+            self.grad = {name: sum(w * row[name] for w, row in rows) for name in rows[0][1]}
+        return self.grad
 
 
 class Objective(Protocol):
@@ -152,12 +161,13 @@ class FrankWolfeBase:
         task_rows = {f"task:{task}": grad for task, grad in (evaluated.task_grads or {}).items()} if per_task else {}
         weights = evaluated.task_weights or {}
         derive_total = bool(task_rows) and set(weights) == set(evaluated.task_grads)
-        rows = task_rows if derive_total else {"total": evaluated.grad, **task_rows}
+        rows = task_rows if derive_total else {"total": evaluated.total_grad(), **task_rows}
         clock = time.perf_counter()
         cosine = self.options.score == "cosine"
         scores = self.lmo_pass(theta, rows, with_norms=cosine)
         if derive_total:
-            total_sq = block_dots(evaluated.grad, evaluated.grad, self.block_names) if cosine else None
+            total = evaluated.total_grad() if cosine else None
+            total_sq = block_dots(total, total, self.block_names) if cosine else None
             scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
         timings["time_lmo_s"] = time.perf_counter() - clock
         del rows, evaluated.grad, evaluated.task_grads
