@@ -180,7 +180,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         if self.run_options.compute_dtype is not None:  # e.g. bf16 math on a GPU for an fp32 pool
             return getattr(torch, self.run_options.compute_dtype)
         stored = stored_dtype(self.checkpoint_files[PRETRAINED], block_names)
-        if stored is not None and stored.is_floating_point and stored.itemsize < pool_dtype.itemsize:
+        if stored is not None and stored.itemsize < pool_dtype.itemsize:
             log.info("the pretrained checkpoint is stored in %s and the pool loads it as %s: merging in %s "
                      "(method.compute_dtype=%s keeps the pool's dtype)", stored, pool_dtype, stored, str(pool_dtype).replace("torch.", ""))
             return stored

@@ -135,7 +135,19 @@ class SampleObjective:
         task_grads: Dict[str, ParamDict] = {}
         sums = torch.zeros(len(self.data), dtype=torch.float64)
         weight_per_task = 1.0 / len(self.data)
-        if not per_task:  # the total's gradient: autograd sums the packed passes' into the leaves
+        if per_task:
+            for index, task_data in enumerate(self.data):
+                scale = weight_per_task / task_data.num_samples
+                for batch in task_data.batches:
+                    batch_loss = self.batch_loss(leaves, task_data.task, batch)
+                    self.backward(batch_loss * scale)
+                    sums[index] += float(batch_loss.detach())
+                    self.forward_passes += 1
+                    self.backward_passes += 1
+                # per-task rows are d(task loss)/d theta, unscaled by the task weight; the total is
+                # derived from them if asked for (LossAndGrad.total_grad)
+                task_grads[task_data.task] = {name: self._take_grad(leaves[name]).div_(weight_per_task) for name in self.block_names}
+        else:  # the total's gradient: autograd sums the packed passes' into the leaves
             for pack in self.packs:
                 values = self.batch_losses(leaves, self._items(pack))
                 self.backward(sum(value * (weight_per_task / self.data[t].num_samples) for (t, _), value in zip(pack, values)))
@@ -143,20 +155,8 @@ class SampleObjective:
                     sums[t] += float(value.detach())
                 self.forward_passes += 1
                 self.backward_passes += 1
-        for index, task_data in enumerate(self.data if per_task else []):
-            scale = weight_per_task / task_data.num_samples
-            for batch in task_data.batches:
-                batch_loss = self.batch_loss(leaves, task_data.task, batch)
-                self.backward(batch_loss * scale)
-                sums[index] += float(batch_loss.detach())
-                self.forward_passes += 1
-                self.backward_passes += 1
-            # per-task rows are d(task loss)/d theta, unscaled by the task weight; the total is
-            # derived from them if asked for (LossAndGrad.total_grad)
-            task_grads[task_data.task] = {name: self._take_grad(leaves[name]).div_(weight_per_task) for name in self.block_names}
-        if not per_task:
             total_grad = {name: self._take_grad(leaves[name]) for name in self.block_names}
-        self._reduce_params([total_grad, *task_grads.values()] if total_grad is not None else list(task_grads.values()))
+        self._reduce_params(list(task_grads.values()) if per_task else [total_grad])
         sums = self._reduce(sums)
         task_losses = {d.task: float(sums[i]) / d.num_samples for i, d in enumerate(self.data)}
         loss = sum(task_losses.values()) * weight_per_task

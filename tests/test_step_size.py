@@ -10,14 +10,20 @@ import pytest
 from fusion_bench_fw.frank_wolfe import LineSearch, SlopeLineSearch, make_step_rule
 
 
-@pytest.mark.parametrize("minimizer", [0.0, 0.137, 0.37, 0.8, 1.0])
-def test_line_search_finds_one_dimensional_minimum(minimizer):
+def _counted_parabola(minimizer):
+    """(gamma - minimizer)^2 + 1, and the list of the gammas it is called at."""
     calls = []
 
     def loss_at(gamma):
         calls.append(gamma)
         return (gamma - minimizer) ** 2 + 1.0
 
+    return loss_at, calls
+
+
+@pytest.mark.parametrize("minimizer", [0.0, 0.137, 0.37, 0.8, 1.0])
+def test_line_search_finds_one_dimensional_minimum(minimizer):
+    loss_at, calls = _counted_parabola(minimizer)
     gamma, loss = LineSearch(evaluations=20).choose(0, loss_at, loss_at_zero=minimizer**2 + 1.0)
     assert abs(gamma - minimizer) < 1e-3
     assert loss == pytest.approx((gamma - minimizer) ** 2 + 1.0)
@@ -33,12 +39,7 @@ def test_line_search_refuses_a_direction_that_only_hurts():
 @pytest.mark.parametrize("minimizer", [0.137, 0.37, 0.8, 1.0, 1.7])
 def test_slope_line_search_finds_a_quadratic_minimum_in_two_evaluations(minimizer):
     """On a quadratic the model through f(0), f'(0) and f(1) is exact: gamma = 1, then its minimiser."""
-    calls = []
-
-    def loss_at(gamma):
-        calls.append(gamma)
-        return (gamma - minimizer) ** 2 + 1.0
-
+    loss_at, calls = _counted_parabola(minimizer)
     gamma, loss = SlopeLineSearch(evaluations=10).choose(0, loss_at, loss_at_zero=minimizer**2 + 1.0, slope=-2 * minimizer)
     assert gamma == pytest.approx(min(minimizer, 1.0)) and loss == pytest.approx((gamma - minimizer) ** 2 + 1.0)
     assert len(calls) == (1 if minimizer >= 1.0 else 2)

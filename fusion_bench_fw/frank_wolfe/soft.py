@@ -138,7 +138,7 @@ class FrankWolfeSoft(FrankWolfeBase):
         if options.include_current and loss_current < best_loss:
             best_lam, best_loss = at_current, loss_current
         uniform = torch.full((rows, m), 1.0 / m, dtype=torch.float64)
-        restart = [best_lam] if options.include_current and options.inner_restart else []
+        restart = [best_lam] if options.inner_restart else []  # validated: only with include_current
         starts = {"uniform": [uniform] + restart, "fw_step": [best_lam], "current": [at_current]}[options.inner_init]
         for start in starts:
             lam, loss = self.projected_descent(points, start)

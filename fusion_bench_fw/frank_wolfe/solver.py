@@ -166,8 +166,7 @@ class FrankWolfeBase:
         cosine = self.options.score == "cosine"
         scores = self.lmo_pass(theta, rows, with_norms=cosine)
         if derive_total:
-            total = evaluated.total_grad() if cosine else None
-            total_sq = block_dots(total, total, self.block_names) if cosine else None
+            total_sq = block_dots(evaluated.total_grad(), evaluated.total_grad(), self.block_names) if cosine else None
             scores = with_combined_row(scores, "total", {f"task:{task}": w for task, w in weights.items()}, total_sq)
         timings["time_lmo_s"] = time.perf_counter() - clock
         del rows, evaluated.grad, evaluated.task_grads
