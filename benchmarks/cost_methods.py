@@ -177,11 +177,14 @@ def measure(spec: Dict[str, Any], sampler: child.RssSampler) -> Dict[str, Any]:
     fabric.launch()
     algorithm.fabric = fabric
 
+    # what the process holds before merging starts (the libraries, the pool's config): the same in
+    # every dtype, so it is reported apart from the peak
+    floor = sampler.rss()
     t_start, clock_start, cpu_start = sampler.now(), time.perf_counter(), time.process_time()
     algorithm.run(modelpool)
     sync()
     t_end, clock_end = sampler.now(), time.perf_counter()
-    result: Dict[str, Any] = {"run_s": clock_end - clock_start, "run_cpu_s": time.process_time() - cpu_start, "pool_models": len(modelpool.model_names)}
+    result: Dict[str, Any] = {"rss_floor_bytes": floor, "run_s": clock_end - clock_start, "run_cpu_s": time.process_time() - cpu_start, "pool_models": len(modelpool.model_names)}
     if cuda:
         result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     if method in OURS:
@@ -225,7 +228,7 @@ def plan(settings: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def compact(result: Dict[str, Any]) -> Dict[str, Any]:
     """The row as stored: every number the report uses, no bulk."""
-    keep = ("status", "error", "peak_rss_bytes", "peak_rss_setup_bytes", "peak_rss_iteration_bytes", "cuda_peak_bytes", "iteration_s", "run_s", "run_cpu_s",
+    keep = ("status", "error", "peak_rss_bytes", "rss_floor_bytes", "peak_rss_setup_bytes", "peak_rss_iteration_bytes", "cuda_peak_bytes", "iteration_s", "run_s", "run_cpu_s",
             "wall_s", "cpu_s", "timers_s", "stages_s", "passes", "vertices", "readers", "pool_models", "loadavg", "traceback_tail", "log_tail")
     row = {key: result[key] for key in keep if result.get(key) is not None}
     for key in ("timers_s", "stages_s"):
