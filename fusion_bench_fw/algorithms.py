@@ -25,6 +25,7 @@ from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationR
 from .frank_wolfe.params import ParamDict
 from .merge_functions import ties_merge_fn
 from .objective import SampleObjective
+from .cpu_allocator import keep_freed_memory
 from .options import TASKPOOL_TASKS, RunOptions
 from .resume import RunCheckpoint, fingerprint
 from .screening import measure_distances, screen
@@ -69,6 +70,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         max_relative_distance: Optional[float] = 0.5,
         model_family: Optional[str] = None,
         compute_dtype: Optional[str] = None,
+        keep_freed_memory: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -77,7 +79,7 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
             init=init, init_scaling_factor=init_scaling_factor, pretrained_as_vertex=pretrained_as_vertex,
             trajectory_path=trajectory_path, trajectory_per_block=trajectory_per_block, stream_safetensors=stream_safetensors,
             validate_checkpoints=validate_checkpoints, checkpoint_dir=checkpoint_dir, max_relative_distance=max_relative_distance,
-            model_family=model_family, compute_dtype=compute_dtype,
+            model_family=model_family, compute_dtype=compute_dtype, keep_freed_memory=keep_freed_memory,
         )
         self.common_solver_options = dict(
             max_iters=max_iters, gap_tol=gap_tol, granularity=granularity, score=lmo_score, probe_step=probe_step,
@@ -97,6 +99,8 @@ class FrankWolfeMergingBase(SimpleProfilerMixin, LightningFabricMixin, BaseAlgor
         if not modelpool.has_pretrained:
             raise ValueError("FW-Merging needs the pretrained model: add a `_pretrained_` entry to modelpool.models")
         self.check_candidates(len(candidates) + int(options.pretrained_as_vertex))
+        if options.keep_freed_memory:
+            keep_freed_memory()
         family = self.family = family_class(modelpool, self.fabric, cache_dir=run_cache_dir(self))
         # every checkpoint's files, found once (local dir, Hugging Face cache, shards): a model missing
         # offline fails here, before the pretrained model or any data is loaded

@@ -44,6 +44,7 @@ class RunOptions:
     max_relative_distance: Optional[float] = 0.5
     model_family: Optional[str] = None  # None: chosen from the pool's type (see families/)
     compute_dtype: Optional[str] = None  # dtype of theta, gradients and streamed checkpoints; None: the pretrained model's
+    keep_freed_memory: bool = True  # glibc: keep freed tensor memory for reuse instead of page-faulting it back (cpu_allocator.py)
 
     def __post_init__(self):
         object.__setattr__(self, "objective_tasks", check_objective_tasks(self.objective_tasks))
