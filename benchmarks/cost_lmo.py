@@ -128,6 +128,10 @@ def measure(args, sizes: List[int], read_sizes: List[int], provenance: Dict[str,
     from fusion_bench_fw.frank_wolfe.params import block_dots
 
     torch.set_num_threads(args.threads)
+    if not args.system_malloc:  # as FWHard / FWSoft do by default (method.keep_freed_memory)
+        from fusion_bench_fw.cpu_allocator import keep_freed_memory
+
+        keep_freed_memory()
     modelpool, _ = standin.make_modelpool(max(sizes + read_sizes), {})  # no test set is read: only checkpoints
     tasks = list(modelpool.model_names)
     resolved = resolve_pool(modelpool, ["_pretrained_", *tasks])  # as the solver resolves them: the Hugging Face cache
@@ -228,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: n in {2, 4}, one repeat (results under --work-dir)")
     parser.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="the solver's method.compute_dtype (default null: the dtype the pool loads the pretrained model in)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc defaults (the methods' keep_freed_memory: false); default: keep freed memory, as the methods do")
     standin.add_options(parser)
     args = parser.parse_args(argv)
     variant, standin_dir = standin.from_args(args)
@@ -256,7 +262,7 @@ def main(argv=None) -> int:
             "bytes_per_checkpoint": pool["bytes_per_checkpoint"], "pool": pool, "targets": TARGETS,
         }
         measured = measure(args, sizes, read_sizes, provenance)
-        settings.update(compute_dtype=args.compute_dtype, dtypes=measured.pop("dtypes"))
+        settings.update(compute_dtype=args.compute_dtype, keep_freed_memory=not args.system_malloc, dtypes=measured.pop("dtypes"))
         write_json(out.with_suffix(".json"), {"experiment": "cost_lmo", "settings": settings, "machine": machine.describe(), "definitions": DEFINITIONS, **measured})
     print("wrote", ", ".join(map(str, render(out.with_suffix(".json")) + render_summaries(out.parent))))
     return 0
