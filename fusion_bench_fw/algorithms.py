@@ -20,8 +20,8 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from .checkpoint_files import POOL_LOADER, STREAMING, resolve_pool, stored_dtype
 from .checkpoints import PoolCheckpoints
-from .families import ModelFamily, family_for
 from .cpu_allocator import keep_freed_memory
+from .families import ModelFamily, family_for
 from .frank_wolfe import FrankWolfeHard, FrankWolfeSoft, HardOptions, IterationRecord, SoftOptions, SolverState
 from .frank_wolfe.params import ParamDict
 from .merge_functions import ties_merge_fn
