@@ -242,7 +242,8 @@ def main(argv=None) -> int:
         compute = f"_compute_{args.compute_dtype}" if args.compute_dtype else ""
         args.out = str(root / f"lmo_{variant.tag}{compute}{'_quick' if args.quick else ''}")
     out = Path(args.out)
-    from cost_report import TARGETS, render, render_summaries
+    from cost_report import TARGETS, render
+    from cost_summary import render_summaries
 
     if not args.report_only:
         os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))

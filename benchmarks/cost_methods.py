@@ -289,7 +289,8 @@ def main(argv=None) -> int:
         compute = f"_compute_{args.compute_dtype}" if args.compute_dtype else ""
         args.out = str(root / f"methods_{args.accelerator}_{variant.tag}{compute}{'_quick' if args.quick else ''}")
     out = Path(args.out)
-    from cost_report import TARGETS, render, render_summaries
+    from cost_report import TARGETS, render
+    from cost_summary import render_summaries
 
     if args.report_only:
         print("wrote", ", ".join(map(str, render(out.with_suffix(".json")) + render_summaries(out.parent))))
