@@ -7,9 +7,10 @@ of MB are free (``M_TRIM_THRESHOLD``, adjusted dynamically), so the next allocat
 is paid again in page faults: on the ViT-B/32 stand-in on CPU, half of the checkpoint-validation
 pass (18-23 s -> 9.3 s) and 5 % of a first FW-soft iteration (``docs/results.md``). Raising the trim
 threshold and fixing the mmap threshold at glibc's largest (32 MiB) keeps that memory for reuse; the
-peak hardly moves (the same tensors are alive at the peak; +0.0-0.1 GiB measured), but the process's
-RSS stays near its peak until it exits. The settings are process-wide and cannot be undone, hence the method option
-``keep_freed_memory`` (true by default); nothing is done on other C libraries (musl, macOS, Windows).
+peak hardly moves (the same tensors are alive at the peak; +0.0-0.1 GiB measured), but the
+process's RSS stays near its peak until it exits. The settings are process-wide and cannot be
+undone, hence the method option ``keep_freed_memory`` (true by default); nothing is done on other C
+libraries (musl, macOS, Windows).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        ok = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        ok = ok and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     except (OSError, AttributeError):
         ok = False
     if ok:

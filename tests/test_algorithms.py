@@ -226,3 +226,14 @@ def test_topk_larger_than_pool_is_rejected(micro_pool):
     pool = micro_pool.make_modelpool()
     with pytest.raises(ValueError, match="topk=99 is larger than the number of LMO candidates"):
         FWSoft(topk=99).run(pool)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_runs_keep_freed_memory_only_when_asked(micro_pool, monkeypatch, keep):
+    import fusion_bench_fw.algorithms as algorithms
+
+    calls = []
+    monkeypatch.setattr(algorithms, "keep_freed_memory", lambda: calls.append(1) or True)
+    with pytest.raises(ValueError, match="no-such-task"):  # stops before data work, after the setting
+        FWHard(objective_tasks=["no-such-task"], keep_freed_memory=keep).run(micro_pool.make_modelpool())
+    assert calls == ([1] if keep else [])
