@@ -15,7 +15,6 @@ vectors' relative norms and pairwise cosines. One JSON row per run in ``--out``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs  # noqa: E4
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 from fusion_bench_fw.mini.tasks import TASKS  # noqa: E402
 from fusion_bench_fw.mini.training import Anchor, accuracy, vision_tower  # noqa: E402
-from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant  # noqa: E402
+from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant, override  # noqa: E402
 from harness.machine import command_line, commit_of  # noqa: E402
 
 GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -78,14 +77,10 @@ def main() -> int:
     build = Path(ensure_built(args.pool, seed=0, version=args.builder_version))
     manifest = load_manifest(build)
     variant = get_variant(args.pool, args.builder_version)
-    fields = {f.name: f.type for f in dataclasses.fields(variant)}
-    changes = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        if key not in fields:
-            raise SystemExit(f"--set {key}: not a field of the variant; fields: {', '.join(fields)}")
-        changes[key] = type(getattr(variant, key))(float(value) if isinstance(getattr(variant, key), (int, float)) else value)
-    variant = dataclasses.replace(variant, **changes)
+    try:
+        variant, changes = override(variant, args.set)
+    except ValueError as error:
+        raise SystemExit(f"--set {error}")
     eval_tasks = list(manifest.eval_tasks)
     tasks = eval_tasks if args.tasks == "eval" else list(manifest.tasks)
 

@@ -201,3 +201,46 @@ def test_weights_only_fine_tuning_leaves_biases_and_layer_norms_at_their_pretrai
     variant = dataclasses.replace(variant, finetune_weights_only=False)
     tuned = finetune_vision(clip, head, task, variant, torch.Generator().manual_seed(0)).state_dict()
     assert not torch.equal(tuned["vision_model.encoder.layers.0.mlp.fc1.bias"], pretrained["vision_model.encoder.layers.0.mlp.fc1.bias"])
+
+
+def test_the_pretraining_runs_on_the_variants_thread_count_and_the_rest_on_one(tmp_path, monkeypatch):
+    """The build fixes every thread count itself (checkpoints depend on it): the variant's for the
+    pretraining, one elsewhere. The build is stopped right after its pretraining."""
+    import dataclasses
+
+    from fusion_bench_fw.mini import build
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def pretrain(clip, *args, **kwargs):
+        seen["pretraining"] = torch.get_num_threads()
+        return clip
+
+    def after_pretraining(module):
+        seen["after"] = torch.get_num_threads()
+        raise Stop
+
+    monkeypatch.setattr(build, "pretrain_clip", pretrain)
+    monkeypatch.setattr(build, "scrub_denormals", after_pretraining)
+    for threads in (1, 2):
+        variant = dataclasses.replace(get_variant("micro"), tasks=("scenes",), eval_tasks=("scenes",), n_train=8, n_test=8, pretrain_threads=threads)
+        with pytest.raises(Stop):
+            build.build_pool(variant, 0, tmp_path / str(threads))
+        assert seen == {"pretraining": threads, "after": 1}
+    assert get_variant("ta20", 3).pretrain_threads == get_variant("ta20", 4).pretrain_threads == 1  # the published builds
+
+
+def test_override_converts_values_to_the_settings_types_and_names_the_settings_on_a_typo():
+    from fusion_bench_fw.mini.variants import override
+
+    variant, changes = override(get_variant("ta20"), ["vision_width=192", "finetune_lr=1e-4", "finetune_weights_only=1"])
+    assert changes == {"vision_width": 192, "finetune_lr": 1e-4, "finetune_weights_only": True}
+    assert (variant.vision_width, type(variant.vision_width), variant.finetune_weights_only) == (192, int, True)
+    assert variant.pretrain_steps == get_variant("ta20").pretrain_steps
+    with pytest.raises(ValueError, match="'vision_widht' is not a numeric setting.*vision_width"):
+        override(variant, ["vision_widht=192"])
+    with pytest.raises(ValueError, match="not a numeric setting"):
+        override(variant, ["tasks=scenes"])

@@ -2,7 +2,8 @@
 
 Everything is a function of (variant, seed): the data come from numpy generators seeded per task,
 torch is seeded for initialisation and uses explicit generators for sampling, and every training
-computation runs on one thread (fine-tunes in parallel processes), so the same seed gives
+computation runs on a fixed number of threads (fine-tunes on one each, in parallel processes;
+the pretraining on ``variant.pretrain_threads``), so the same seed gives
 byte-identical data and checkpoints on the same kind of machine, whatever its core count.
 This function writes into whatever directory it is given; `cache.ensure_built` gives it a temporary
 one and publishes it atomically.
@@ -28,7 +29,7 @@ from transformers import CLIPVisionModel
 
 from .card import measure_card, write_card
 from .manifest import Manifest
-from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals
+from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals, torch_threads
 from .tasks import TASKS, format_template
 from .tiny_clip import new_clip, write_processor
 from .training import Anchor, TaskTensors, ZeroShotHead, pretrain_clip, pretrain_share, vision_tower
@@ -40,7 +41,7 @@ _SPLIT_IDS = {"train": 0, "test": 1}
 @contextmanager
 def _build_settings():
     """One intra-op thread (results depend on the thread count, and a shared machine makes more
-    threads slower, see finetune_jobs), denormals flushed to zero (tiny activations can slow CPU
+    threads slower, see finetune_jobs; the pretraining may fix another count), denormals flushed to zero (tiny activations can slow CPU
     training by an order of magnitude), and no per-split progress bars from `datasets`.
     torch has no getter for the denormal flag; it is left off afterwards, its default."""
     threads = torch.get_num_threads()
@@ -113,7 +114,8 @@ def build_pool(variant: Variant, seed: int, out: Path, version: int = BUILDER_VE
 
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        clip = pretrain_clip(new_clip(variant, processor), processor, list(tasks.values()), variant, gen, bar)
+        with torch_threads(variant.pretrain_threads):
+            clip = pretrain_clip(new_clip(variant, processor), processor, list(tasks.values()), variant, gen, bar)
         scrub_denormals(clip)
         clip.save_pretrained(str(out / "clip"))
         # FusionBench caches zero-shot heads by the CLIP model's path; a name derived from the

@@ -52,15 +52,21 @@ def scrub_denormals(module: torch.nn.Module) -> None:
 
 
 @contextmanager
-def one_thread():
-    """torch on one intra-op thread for the block, restored after: builds and their fine-tunes run
-    single-threaded (results depend on the thread count; parallelism comes from worker processes)."""
+def torch_threads(n: int):
+    """torch on exactly ``n`` intra-op threads for the block, restored after. Results depend on the
+    thread count, not on the machine's cores, so a fixed count keeps builds reproducible."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def one_thread():
+    """torch on one intra-op thread: builds and their fine-tunes run single-threaded (parallelism
+    comes from worker processes)."""
+    return torch_threads(1)
 
 
 def run_job(job: FinetuneJob) -> str:

@@ -49,6 +49,9 @@ class Variant:
     # fine-tune the weight matrices only: biases and LayerNorm parameters keep their pretrained values
     # (a candidate lever against the large component all task vectors share; off in v3 and v4)
     finetune_weights_only: bool = False
+    # intra-op threads of the contrastive pretraining, fixed (not the machine's cores) so a build is the
+    # same function of its seed everywhere; 1 in v3 and v4, whose pretraining leaves a second core idle
+    pretrain_threads: int = 1
     # task arithmetic grid for the pool card
     ta_grid: Tuple[float, ...] = field(default=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0))
 
@@ -127,6 +130,20 @@ _V4: Dict[str, Variant] = {
 
 VARIANTS_BY_VERSION: Dict[int, Dict[str, Variant]] = {3: _V3, 4: _V4}
 VARIANTS: Dict[str, Variant] = VARIANTS_BY_VERSION[BUILDER_VERSION]
+
+
+def override(variant: Variant, assignments) -> Tuple[Variant, Dict]:
+    """The variant with ``field=value`` assignments applied (values converted to the field's type),
+    and the changes as a dict; for experiments that try settings no version has."""
+    changes = {}
+    for item in assignments:
+        key, _, value = item.partition("=")
+        if not hasattr(variant, key) or key in ("name", "tasks", "eval_tasks", "ta_grid"):
+            numeric = [k for k, v in asdict(variant).items() if isinstance(v, (int, float))]
+            raise ValueError(f"{item!r}: {key!r} is not a numeric setting of the mini pool variant; choose one of {', '.join(numeric)}")
+        kind = type(getattr(variant, key))
+        changes[key] = kind(float(value)) if kind in (int, float, bool) else kind(value)
+    return replace(variant, **changes), changes
 
 
 def get_variant(name: str, version: int = BUILDER_VERSION) -> Variant:
