@@ -85,6 +85,8 @@ def measure(args) -> dict:
         raise SystemExit(f"--set {error}")
     build_dir = Path(args.build_dir or f"/tmp/fw_mini_trials/{args.variant}-" + "-".join(f"{k}{v:g}" for k, v in changes.items()))
     reused = (build_dir / "manifest.json").exists()
+    if not reused and build_dir.exists() and any(build_dir.iterdir()):
+        raise SystemExit(f"{build_dir} holds an unfinished build (no manifest.json); remove it or pass another --build-dir")
     if not reused:
         build_pool(variant, 0, build_dir)  # the settings are in the card; the manifest names the version they change
     card = json.loads((build_dir / "card.json").read_text())
