@@ -62,7 +62,10 @@ def _tokenize(processor: CLIPProcessor, texts: Sequence[str]) -> Dict[str, Tenso
 
 def pretrain_share(variant: Variant, task: TaskTensors) -> int:
     """How many of a task's first train images are in the pretraining mix."""
-    return max(1, int(len(task.train_x) * variant.pretrain_fraction))
+    fraction = variant.pretrain_fraction
+    if task.name in variant.eval_tasks and variant.eval_pretrain_fraction is not None:
+        fraction = variant.eval_pretrain_fraction
+    return max(1, int(len(task.train_x) * fraction))
 
 
 def pretrain_clip(

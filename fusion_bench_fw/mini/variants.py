@@ -9,7 +9,7 @@ are kept here and the builder's code paths for them are unchanged.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from .tasks import EVAL_TASKS, TASK_ORDER
 
@@ -50,8 +50,14 @@ class Variant:
     # (a candidate lever against the large component all task vectors share; off in v3 and v4)
     finetune_weights_only: bool = False
     # intra-op threads of the contrastive pretraining, fixed (not the machine's cores) so a build is the
-    # same function of its seed everywhere; 1 in v3 and v4, whose pretraining leaves a second core idle
+    # same function of its seed everywhere; 1 in v3 and v4, whose pretraining leaves a second core idle.
+    # Measured on ta20 v4 (benchmarks/results/mini_fidelity/variant_trials.md): 2 threads change only the
+    # weights' rounding (every figure the card judges identical; 6 of its 22 task-arithmetic points
+    # move by 1-3 test images) and the build takes 555 s instead of 614 s; the next version should use it
     pretrain_threads: int = 1
+    # share of each *eval* task's train images in the pretraining mix (None: pretrain_fraction, as in v3
+    # and v4). A real CLIP's zero-shot skill comes from web data, not from its benchmarks' training sets
+    eval_pretrain_fraction: Optional[float] = None
     # task arithmetic grid for the pool card
     ta_grid: Tuple[float, ...] = field(default=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0))
 
@@ -139,10 +145,10 @@ def override(variant: Variant, assignments) -> Tuple[Variant, Dict]:
     for item in assignments:
         key, _, value = item.partition("=")
         if not hasattr(variant, key) or key in ("name", "tasks", "eval_tasks", "ta_grid"):
-            numeric = [k for k, v in asdict(variant).items() if isinstance(v, (int, float))]
+            numeric = [k for k, v in asdict(variant).items() if v is None or isinstance(v, (int, float))]
             raise ValueError(f"{item!r}: {key!r} is not a numeric setting of the mini pool variant; choose one of {', '.join(numeric)}")
         kind = type(getattr(variant, key))
-        changes[key] = kind(float(value)) if kind in (int, float, bool) else kind(value)
+        changes[key] = kind(float(value)) if kind in (int, float, bool) else float(value)  # else an Optional[float] left None
     return replace(variant, **changes), changes
 
 
