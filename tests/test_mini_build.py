@@ -244,3 +244,20 @@ def test_override_converts_values_to_the_settings_types_and_names_the_settings_o
         override(variant, ["vision_widht=192"])
     with pytest.raises(ValueError, match="not a numeric setting"):
         override(variant, ["tasks=scenes"])
+
+
+def test_the_eval_tasks_can_have_their_own_share_of_the_pretraining_mix():
+    """eval_pretrain_fraction sets the eval tasks' share only; unset, every task has pretrain_fraction (v3, v4)."""
+    import dataclasses
+
+    from fusion_bench_fw.mini.training import TaskTensors, pretrain_share
+    from fusion_bench_fw.mini.variants import override
+
+    x = torch.zeros(1000, 1)
+    task = lambda name: TaskTensors(name, [], [], x, x, x, x)  # noqa: E731
+    v4 = get_variant("ta20")
+    assert v4.eval_pretrain_fraction is None and pretrain_share(v4, task("scenes")) == pretrain_share(v4, task("colors")) == 300
+    variant, changes = override(v4, ["eval_pretrain_fraction=0.05"])
+    assert changes == {"eval_pretrain_fraction": 0.05}
+    assert [pretrain_share(variant, task(t)) for t in ("scenes", "shapes", "digits", "textures", "colors")] == [50, 50, 50, 50, 300]
+    assert pretrain_share(dataclasses.replace(variant, eval_pretrain_fraction=0.0), task("digits")) == 1  # never an empty share
