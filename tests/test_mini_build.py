@@ -244,6 +244,8 @@ def test_override_converts_values_to_the_settings_types_and_names_the_settings_o
         override(variant, ["vision_widht=192"])
     with pytest.raises(ValueError, match="not a numeric setting"):
         override(variant, ["tasks=scenes"])
+    with pytest.raises(ValueError, match="vision_width takes a number, e.g. vision_width=192"):
+        override(variant, ["vision_width=wide"])
 
 
 def test_the_eval_tasks_can_have_their_own_share_of_the_pretraining_mix():

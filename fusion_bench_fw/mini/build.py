@@ -41,8 +41,9 @@ _SPLIT_IDS = {"train": 0, "test": 1}
 @contextmanager
 def _build_settings():
     """One intra-op thread (results depend on the thread count, and a shared machine makes more
-    threads slower, see finetune_jobs; the pretraining may fix another count), denormals flushed to zero (tiny activations can slow CPU
-    training by an order of magnitude), and no per-split progress bars from `datasets`.
+    threads slower, see finetune_jobs; the pretraining may fix another count), denormals flushed
+    to zero (tiny activations can slow CPU training by an order of magnitude), and no per-split
+    progress bars from `datasets`.
     torch has no getter for the denormal flag; it is left off afterwards, its default."""
     threads = torch.get_num_threads()
     bars = datasets.utils.logging.is_progress_bar_enabled()

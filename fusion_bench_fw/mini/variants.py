@@ -148,7 +148,10 @@ def override(variant: Variant, assignments) -> Tuple[Variant, Dict]:
             numeric = [k for k, v in asdict(variant).items() if v is None or isinstance(v, (int, float))]
             raise ValueError(f"{item!r}: {key!r} is not a numeric setting of the mini pool variant; choose one of {', '.join(numeric)}")
         kind = type(getattr(variant, key))
-        changes[key] = kind(float(value)) if kind in (int, float, bool) else float(value)  # else an Optional[float] left None
+        try:
+            changes[key] = kind(float(value)) if kind in (int, float, bool) else float(value)  # else an Optional[float] left None
+        except ValueError:
+            raise ValueError(f"{item!r}: {key} takes a number, e.g. {key}={getattr(variant, key)}") from None
     return replace(variant, **changes), changes
 
 
