@@ -79,7 +79,7 @@ def refinetuned_copy(variant_name: str, scale: float, work_dir: Path) -> Path:
     from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs
     from fusion_bench_fw.mini.manifest import load_manifest
     from fusion_bench_fw.mini.tasks import TASKS
-    from fusion_bench_fw.mini.training import Anchor
+    from fusion_bench_fw.mini.training import Anchor, pretrain_count
     from fusion_bench_fw.mini.variants import get_variant
     from mini_fidelity import _pixels
 
@@ -99,7 +99,7 @@ def refinetuned_copy(variant_name: str, scale: float, work_dir: Path) -> Path:
     heads = {t: _text_head(clip, processor, TASKS[t]) for t in manifest.tasks}
     anchor = None
     if variant.finetune_anchor > 0:  # as the builder: the pretraining share of every task's train images
-        anchor = Anchor.of(clip, torch.cat([x[: max(1, int(len(x) * variant.pretrain_fraction))] for x, _ in train.values()]))
+        anchor = Anchor.of(clip, torch.cat([x[: pretrain_count(variant, t, len(x))] for t, (x, _) in train.items()]))
     jobs = []
     for t in manifest.tasks:
         shutil.rmtree(copy / "models" / t)

@@ -36,7 +36,7 @@ from fusion_bench_fw.mini.card import task_arithmetic  # noqa: E402
 from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
 from fusion_bench_fw.mini.tasks import TASKS  # noqa: E402
-from fusion_bench_fw.mini.training import Anchor, accuracy, vision_tower  # noqa: E402
+from fusion_bench_fw.mini.training import Anchor, accuracy, pretrain_count, vision_tower  # noqa: E402
 from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant, override  # noqa: E402
 from harness.machine import command_line, commit_of  # noqa: E402
 
@@ -77,6 +77,7 @@ def main() -> int:
     build = Path(ensure_built(args.pool, seed=0, version=args.builder_version))
     manifest = load_manifest(build)
     variant = get_variant(args.pool, args.builder_version)
+    build_variant = variant  # the pretraining mix the build used; the anchor takes its images from it
     try:
         variant, changes = override(variant, args.set)
     except ValueError as error:
@@ -94,7 +95,7 @@ def main() -> int:
     anchor = None
     if variant.finetune_anchor > 0:  # the pretraining mix: the first pretrain_fraction of every pool task's train split
         sources = [t for t in manifest.tasks if args.anchor_from == "all" or not t.startswith("digit")]
-        anchor = Anchor.of(clip, torch.cat([_pixels(processor, build / manifest.datasets[t]["train"])[0][: int(variant.n_train * variant.pretrain_fraction)] for t in sources]))
+        anchor = Anchor.of(clip, torch.cat([_pixels(processor, build / manifest.datasets[t]["train"])[0][: pretrain_count(build_variant, t, variant.n_train)] for t in sources]))
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [FinetuneJob(t, str(clip_dir), heads[t].text_embeds, *data[t]["train"], variant, 0, str(Path(tmp) / t), anchor=anchor) for t in tasks]
         run_jobs(jobs)

@@ -62,10 +62,15 @@ def _tokenize(processor: CLIPProcessor, texts: Sequence[str]) -> Dict[str, Tenso
 
 def pretrain_share(variant: Variant, task: TaskTensors) -> int:
     """How many of a task's first train images are in the pretraining mix."""
+    return pretrain_count(variant, task.name, len(task.train_x))
+
+
+def pretrain_count(variant: Variant, task: str, n_train: int) -> int:
+    """:func:`pretrain_share` by task name and train split size (for scripts that read a built pool)."""
     fraction = variant.pretrain_fraction
-    if task.name in variant.eval_tasks and variant.eval_pretrain_fraction is not None:
+    if task in variant.eval_tasks and variant.eval_pretrain_fraction is not None:
         fraction = variant.eval_pretrain_fraction
-    return max(1, int(len(task.train_x) * fraction))
+    return max(1, int(n_train * fraction))
 
 
 def pretrain_clip(
