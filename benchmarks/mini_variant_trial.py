@@ -76,7 +76,7 @@ def measure(args) -> dict:
     from fusion_bench_fw.mini.build import build_pool
     from fusion_bench_fw.mini.card_adamerging import eval_task_tensors, layer_wise_adamerging
     from fusion_bench_fw.mini.manifest import load_manifest
-    from fusion_bench_fw.mini.training import accuracy
+    from fusion_bench_fw.mini.training import eval_average
     from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant, override
 
     try:
@@ -98,7 +98,7 @@ def measure(args) -> dict:
     figures = fidelity.figures_of(card)
     if args.adamerging_steps:
         merged = layer_wise_adamerging(manifest, list(manifest.eval_tasks), args.adamerging_steps)
-        figures["adamerging_objective"] = sum(accuracy(merged, heads[t], tasks[t].test_x, tasks[t].test_y) for t in manifest.eval_tasks) / len(manifest.eval_tasks)
+        figures["adamerging_objective"] = eval_average(merged, heads, tasks, manifest.eval_tasks)
     return {
         "commit": commit_of(ROOT), "command": command_line(), "machine": one_line(describe()),
         "base_version": BUILDER_VERSION, "changes": changes, "build_dir": str(build_dir), "build_reused": reused,

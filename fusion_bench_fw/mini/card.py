@@ -19,7 +19,7 @@ from transformers import CLIPVisionModel
 from . import fidelity
 from .fidelity import LAMBDA as TA_DEFAULT_LAMBDA
 from .fidelity import MIN_GAP  # condition (a), as a fraction
-from .training import TaskTensors, ZeroShotHead, accuracy
+from .training import TaskTensors, ZeroShotHead, accuracy, eval_average
 from .variants import Variant
 
 
@@ -87,7 +87,7 @@ def measure_card(
         _ta_curve(pretrained, [finetuned[t] for t in variant.tasks], heads, tasks, eval_tasks, grid)
     )
     averaged = task_arithmetic(pretrained, [finetuned[t] for t in variant.tasks], 1.0 / len(variant.tasks))
-    simple_average = sum(accuracy(averaged, heads[t], tasks[t].test_x, tasks[t].test_y) for t in eval_tasks) / len(eval_tasks)
+    simple_average = eval_average(averaged, heads, tasks, eval_tasks)
     return {
         "variant": variant.name,
         "seed": seed,

@@ -19,7 +19,7 @@ from lightning.fabric.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from .manifest import Manifest, load_manifest
-from .training import TaskTensors, ZeroShotHead, accuracy
+from .training import TaskTensors, ZeroShotHead, eval_average
 
 # FusionBench's CLIP AdaMerging settings (config/method/adamerging/clip.yaml), fewer steps on a CPU
 SETTINGS = dict(optimizer="adam", lr=1e-3, init_values=0.3, clamp_weights=False, tie_weights=True, strict=False, devices=1,
@@ -54,7 +54,7 @@ def adamerging_figures(manifest: Manifest, heads: Mapping[str, ZeroShotHead], ta
     out = {"steps": steps, "method": "FusionBench CLIPLayerWiseAdaMergingAlgorithm", **{k: v for k, v in SETTINGS.items() if k in ("lr", "init_values", "batch_size")}}
     for key, objective in (("adamerging_objective", eval_tasks), ("adamerging_all", None)):
         merged = layer_wise_adamerging(manifest, objective, steps)
-        out[key] = sum(accuracy(merged, heads[t], tasks[t].test_x, tasks[t].test_y) for t in eval_tasks) / len(eval_tasks)
+        out[key] = eval_average(merged, heads, tasks, eval_tasks)
     return out
 
 

@@ -232,3 +232,8 @@ def accuracy(vision: CLIPVisionModel, head: ZeroShotHead, x: Tensor, y: Tensor, 
     for i in range(0, len(x), batch):
         correct += (head(vision, x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum().item()
     return correct / len(x)
+
+
+def eval_average(vision: CLIPVisionModel, heads: Dict[str, ZeroShotHead], tasks: Dict[str, TaskTensors], eval_tasks: Sequence[str]) -> float:
+    """Mean test accuracy over ``eval_tasks``: the figure every line of the pool card reports."""
+    return sum(accuracy(vision, heads[t], tasks[t].test_x, tasks[t].test_y) for t in eval_tasks) / len(eval_tasks)

@@ -141,11 +141,11 @@ VARIANTS: Dict[str, Variant] = VARIANTS_BY_VERSION[BUILDER_VERSION]
 def override(variant: Variant, assignments) -> Tuple[Variant, Dict]:
     """The variant with ``field=value`` assignments applied (values converted to the field's type),
     and the changes as a dict; for experiments that try settings no version has."""
+    numeric = [k for k, v in asdict(variant).items() if v is None or isinstance(v, (int, float))]  # bools included
     changes = {}
     for item in assignments:
         key, _, value = item.partition("=")
-        if not hasattr(variant, key) or key in ("name", "tasks", "eval_tasks", "ta_grid"):
-            numeric = [k for k, v in asdict(variant).items() if v is None or isinstance(v, (int, float))]
+        if key not in numeric:
             raise ValueError(f"{item!r}: {key!r} is not a numeric setting of the mini pool variant; choose one of {', '.join(numeric)}")
         kind = type(getattr(variant, key))
         try:
