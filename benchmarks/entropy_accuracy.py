@@ -78,7 +78,7 @@ def refinetuned_copy(variant_name: str, scale: float, work_dir: Path) -> Path:
     from fusion_bench_fw.mini.cache import ensure_built
     from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs
     from fusion_bench_fw.mini.manifest import load_manifest
-    from fusion_bench_fw.mini.tasks import TASKS
+    from fusion_bench_fw.mini.tasks import SPECS
     from fusion_bench_fw.mini.training import Anchor, pretrain_count
     from fusion_bench_fw.mini.variants import get_variant
     from mini_fidelity import _pixels
@@ -96,7 +96,7 @@ def refinetuned_copy(variant_name: str, scale: float, work_dir: Path) -> Path:
     clip.save_pretrained(str(clip_dir))
     processor = CLIPProcessor.from_pretrained(str(copy / manifest.processor_dir))
     train = {t: _pixels(processor, copy / manifest.datasets[t]["train"]) for t in manifest.tasks}
-    heads = {t: _text_head(clip, processor, TASKS[t]) for t in manifest.tasks}
+    heads = {t: _text_head(clip, processor, SPECS[t]) for t in manifest.tasks}
     anchor = None
     if variant.finetune_anchor > 0:  # as the builder: the pretraining share of every task's train images
         anchor = Anchor.of(clip, torch.cat([x[: pretrain_count(variant, t, len(x))] for t, (x, _) in train.items()]))

@@ -35,7 +35,7 @@ from fusion_bench_fw.mini.build import _text_head  # noqa: E402
 from fusion_bench_fw.mini.card import task_arithmetic  # noqa: E402
 from fusion_bench_fw.mini.finetune_jobs import FinetuneJob, run_jobs  # noqa: E402
 from fusion_bench_fw.mini.manifest import load_manifest  # noqa: E402
-from fusion_bench_fw.mini.tasks import TASKS  # noqa: E402
+from fusion_bench_fw.mini.tasks import SPECS  # noqa: E402
 from fusion_bench_fw.mini.training import Anchor, accuracy, pretrain_count, vision_tower  # noqa: E402
 from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant, override  # noqa: E402
 from harness.machine import command_line, commit_of  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> int:
     clip_dir = build / manifest.pretrained_dir
     clip = CLIPModel.from_pretrained(str(clip_dir)).eval()
     processor = CLIPProcessor.from_pretrained(str(build / manifest.processor_dir))
-    heads = {t: _text_head(clip, processor, TASKS[t]) for t in tasks}
+    heads = {t: _text_head(clip, processor, SPECS[t]) for t in tasks}
     data = {t: {s: _pixels(processor, build / manifest.datasets[t][s]) for s in ("train", "test")} for t in tasks}
     anchor = None
     if variant.finetune_anchor > 0:  # the pretraining mix: the first pretrain_fraction of every pool task's train split

@@ -8,13 +8,14 @@ with the eval tasks' entropy (the card's ``card-adamerging`` figure), and a coll
 irrelevant task vectors summed at lambda 1 (accuracy, entropy, most predicted class's share on the
 eval tasks, and the class prompt of any task that the collapsed eval images point to).
 
-    python benchmarks/mini_variant_trial.py --set vision_width=192 --set pretrain_threads=2 [--build-dir DIR]
+    python benchmarks/mini_variant_trial.py --set vision_width=192 --set pretrain_threads=2 [--fine-eval] [--build-dir DIR]
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -39,15 +40,15 @@ def collapse_probe(manifest, heads, tasks) -> dict:
     from entropy_accuracy import scores
     from fusion_bench_fw.mini.build import _text_head
     from fusion_bench_fw.mini.card import task_arithmetic
-    from fusion_bench_fw.mini.tasks import TASKS
+    from fusion_bench_fw.mini.tasks import SPECS
     from fusion_bench_fw.mini.training import _embed
 
     pretrained = CLIPVisionModel.from_pretrained(manifest.pretrained_dir).eval()
     irrelevant = [CLIPVisionModel.from_pretrained(manifest.models[t]) for t in manifest.tasks if t not in manifest.eval_tasks]
     merged = task_arithmetic(pretrained, irrelevant, 1.0)
     clip, processor = CLIPModel.from_pretrained(manifest.pretrained_dir), CLIPProcessor.from_pretrained(manifest.processor_dir)
-    prompts = [(t, c) for t in manifest.tasks for c in TASKS[t].classnames]
-    texts = torch.cat([_text_head(clip, processor, TASKS[t]).text_embeds for t in manifest.tasks])
+    prompts = [(t, c) for t in manifest.tasks for c in SPECS[t].classnames]
+    texts = torch.cat([_text_head(clip, processor, SPECS[t]).text_embeds for t in manifest.tasks])
     per_task, nearest = [], {}
     for t in manifest.eval_tasks:
         per_task.append(scores(merged, heads[t], tasks[t].test_x, tasks[t].test_y))
@@ -77,12 +78,17 @@ def measure(args) -> dict:
     from fusion_bench_fw.mini.card_adamerging import eval_task_tensors, layer_wise_adamerging
     from fusion_bench_fw.mini.manifest import load_manifest
     from fusion_bench_fw.mini.training import eval_average
+    from fusion_bench_fw.mini.tasks import FINE_EVAL_TASKS
     from fusion_bench_fw.mini.variants import BUILDER_VERSION, get_variant, override
 
     try:
         variant, changes = override(get_variant(args.variant), args.set)
     except ValueError as error:
         raise SystemExit(f"--set {error}")
+    if args.fine_eval:  # the class-rich stand-ins take the eval tasks' places (the pool's order is kept)
+        variant = replace(variant, tasks=tuple(FINE_EVAL_TASKS.get(t, t) for t in variant.tasks),
+                          eval_tasks=tuple(FINE_EVAL_TASKS[t] for t in variant.eval_tasks))
+        changes["fine_eval_tasks"] = 1
     build_dir = Path(args.build_dir or f"/tmp/fw_mini_trials/{args.variant}-" + "-".join(f"{k}{v:g}" for k, v in changes.items()))
     reused = (build_dir / "manifest.json").exists()
     if not reused and build_dir.exists() and any(build_dir.iterdir()):
@@ -142,6 +148,8 @@ def main() -> int:
     parser = make_parser(__doc__)
     parser.add_argument("--variant", default="ta20")
     parser.add_argument("--set", action="append", default=[], help="variant field=value (e.g. vision_width=192)")
+    parser.add_argument("--fine-eval", action="store_true",
+                        help="replace the eval tasks by their class-rich stand-ins (mini/fine_tasks.py: 21-40 classes each)")
     parser.add_argument("--build-dir", help="where the trial pool is built (default /tmp/fw_mini_trials/<variant>-<changes>)")
     parser.add_argument("--adamerging-steps", type=int, default=300, help="0 skips AdaMerging")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for AdaMerging and the probe (the build fixes its own)")

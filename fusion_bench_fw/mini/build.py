@@ -30,7 +30,7 @@ from transformers import CLIPVisionModel
 from .card import measure_card, write_card
 from .manifest import Manifest
 from .finetune_jobs import FinetuneJob, num_workers, run_jobs, scrub_denormals, torch_threads
-from .tasks import TASKS, format_template
+from .tasks import SPECS, format_template
 from .tiny_clip import new_clip, write_processor
 from .training import Anchor, TaskTensors, ZeroShotHead, pretrain_clip, pretrain_share, vision_tower
 from .variants import BUILDER_VERSION, Variant
@@ -72,7 +72,7 @@ def _save_split(images: np.ndarray, labels: np.ndarray, classnames, path: Path):
 
 
 def _make_task(variant: Variant, seed: int, name: str, out: Path, processor) -> TaskTensors:
-    spec = TASKS[name]
+    spec = SPECS[name]
     tensors = {}
     for split, n in (("train", variant.n_train), ("test", variant.n_test)):
         images, labels = spec.generate(_task_rng(seed, name, split), n, split)
@@ -124,7 +124,7 @@ def build_pool(variant: Variant, seed: int, out: Path, version: int = BUILDER_VE
         clip_dir = out / f"clip-{_dir_digest(out / 'clip')}"
         (out / "clip").rename(clip_dir)
 
-        heads = {name: _text_head(clip, processor, TASKS[name]) for name in variant.tasks}
+        heads = {name: _text_head(clip, processor, SPECS[name]) for name in variant.tasks}
         anchor = None
         if variant.finetune_anchor > 0:  # v4: the pretraining mix's images, embedded once by the pretrained tower
             anchor = Anchor.of(clip, torch.cat([t.train_x[: pretrain_share(variant, t)] for t in tasks.values()]))
@@ -163,6 +163,6 @@ def _manifest(variant: Variant, seed: int, version: int, clip_dir: str) -> Manif
         processor_dir=clip_dir,
         models={t: f"models/{t}" for t in variant.tasks},
         datasets={t: {s: f"data/{t}/{s}" for s in ("train", "test")} for t in variant.tasks},
-        classnames={t: list(TASKS[t].classnames) for t in variant.tasks},
-        templates={t: list(TASKS[t].templates) for t in variant.tasks},
+        classnames={t: list(SPECS[t].classnames) for t in variant.tasks},
+        templates={t: list(SPECS[t].templates) for t in variant.tasks},
     )

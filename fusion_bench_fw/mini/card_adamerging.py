@@ -64,12 +64,12 @@ def eval_task_tensors(manifest: Manifest):
     from transformers import CLIPModel, CLIPProcessor
 
     from .build import _text_head
-    from .tasks import TASKS
+    from .tasks import SPECS
 
     clip, processor = CLIPModel.from_pretrained(manifest.pretrained_dir), CLIPProcessor.from_pretrained(manifest.processor_dir)
     heads, tasks = {}, {}
     for t in manifest.eval_tasks:
-        heads[t] = _text_head(clip, processor, TASKS[t])
+        heads[t] = _text_head(clip, processor, SPECS[t])
         data = load_from_disk(manifest.datasets[t]["test"])
         x = processor(images=list(data["image"]), return_tensors="pt")["pixel_values"]
         tasks[t] = TaskTensors(t, [], [], x[:0], x[:0], x, torch.tensor(data["label"]))

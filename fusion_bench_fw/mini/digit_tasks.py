@@ -25,11 +25,12 @@ def _digit_pools() -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
 
 
 def _upsample(img8: np.ndarray, side: int) -> np.ndarray:
-    """Bilinear 8x8 -> side x side (pure numpy, deterministic)."""
-    pos = (np.arange(side, dtype=np.float32) + 0.5) * 8 / side - 0.5
-    pos = np.clip(pos, 0, 7)
+    """Bilinear k x k (8 x 8 for the digits) -> side x side (pure numpy, deterministic)."""
+    k = img8.shape[0]
+    pos = (np.arange(side, dtype=np.float32) + 0.5) * k / side - 0.5
+    pos = np.clip(pos, 0, k - 1)
     lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, 7)
+    hi = np.minimum(lo + 1, k - 1)
     w = pos - lo
     rows = img8[lo] * (1 - w)[:, None] + img8[hi] * w[:, None]
     return rows[:, lo] * (1 - w)[None, :] + rows[:, hi] * w[None, :]

@@ -85,12 +85,14 @@ def _two_tone(rng, pattern: np.ndarray) -> np.ndarray:
     return a * (1 - p) + b * p
 
 
-def _texture(kind: str, rng) -> np.ndarray:
-    """A [S, S] pattern in [0, 1] of one texture family, at a random angle, scale and phase."""
+def _texture(kind: str, rng, period=(5, 9)) -> np.ndarray:
+    """A [S, S] pattern in [0, 1] of one texture family, at a random angle, phase and a scale drawn
+    from `period` (pixels; blotches and speckles scale their grain with it)."""
     th = rng.uniform(0, np.pi)
     u = _XX * np.cos(th) + _YY * np.sin(th) + rng.uniform(0, 20)
     v = -_XX * np.sin(th) + _YY * np.cos(th) + rng.uniform(0, 20)
-    p = rng.uniform(5, 9)  # period in pixels
+    p = rng.uniform(*period)  # period in pixels
+    grain = period != (5, 9)  # the coarse textures' grain follows the period only off the default
     if kind == "stripes":
         return (np.sin(u * 2 * np.pi / p) > 0).astype(np.float32)
     if kind == "checkerboard":
@@ -101,7 +103,8 @@ def _texture(kind: str, rng) -> np.ndarray:
     if kind == "waves":
         return (np.sin(u * 2 * np.pi / p + 2.5 * np.sin(v * rng.uniform(0.25, 0.5))) > 0).astype(np.float32)
     if kind == "blotches":
-        coarse = rng.uniform(0, 1, size=(6, 6)).astype(np.float32)
+        cells = max(2, round(SIZE / p)) if grain else 6
+        coarse = rng.uniform(0, 1, size=(cells, cells)).astype(np.float32)
         return (_upsample(np.pad(coarse, 1, mode="edge"), SIZE) > 0.5).astype(np.float32)
     if kind == "grid":
         return ((u % p < 1.6) | (v % p < 1.6)).astype(np.float32)
@@ -117,6 +120,9 @@ def _texture(kind: str, rng) -> np.ndarray:
         mortar = ((v % (p * 0.6)) < 1.2) | (((u + shift) % (p * 1.2)) < 1.2)
         return (~mortar).astype(np.float32)
     if kind == "speckles":
+        if grain:  # speckle size follows the period: noise on a coarser grid, upsampled
+            cells = max(4, round(2 * SIZE / p))
+            return (_upsample(rng.uniform(0, 1, size=(cells, cells)).astype(np.float32), SIZE) > rng.uniform(0.75, 0.85)).astype(np.float32)
         return (rng.uniform(0, 1, size=(SIZE, SIZE)) > rng.uniform(0.8, 0.9)).astype(np.float32)
     raise ValueError(kind)
 
@@ -192,13 +198,19 @@ def _triangle_up(apex_y, apex_x, base_y, half_width) -> np.ndarray:
     return ((frac >= 0) & (frac <= 1) & (np.abs(_XX - apex_x) <= frac * half_width)).astype(np.float32)
 
 
-def _scene(kind: str, rng) -> np.ndarray:
-    """A scene recognised by its layout; colours are random so they do not give the class away."""
+# sky and ground colour ranges, and a tint, of each light
+_LIGHTS = {"day": ((90, 256), (30, 200), (1.0, 1.0, 1.0)), "dusk": ((70, 170), (10, 90), (1.45, 0.85, 0.75)),
+           "night": ((0, 40), (0, 50), (1.0, 1.0, 1.0))}
+
+
+def _scene(kind: str, rng, light=None) -> np.ndarray:
+    """A scene recognised by its layout; colours are random so they do not give the class away.
+    `light` ("day", "dusk", "night") sets the sky and ground; unset, the "night" scene is the dark one."""
     img = np.empty((SIZE, SIZE, 3), np.float32)
     horizon = int(rng.integers(9, 22))
-    day = kind != "night"
-    img[:horizon] = _random_colour(rng, 90, 256) if day else _random_colour(rng, 0, 40)
-    img[horizon:] = _random_colour(rng, 30, 200) if day else _random_colour(rng, 0, 50)
+    sky, ground, tint = _LIGHTS[light or ("night" if kind == "night" else "day")]
+    img[:horizon] = _random_colour(rng, *sky) * tint
+    img[horizon:] = _random_colour(rng, *ground) * tint
     if kind == "city":
         x = int(rng.integers(-2, 2))
         while x < SIZE:
