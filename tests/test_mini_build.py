@@ -109,6 +109,43 @@ def test_task_generators_are_seeded_and_cover_every_class():
         assert x1.std() > 10, name  # not blank
 
 
+def test_the_published_task_generators_still_draw_the_same_images():
+    """v3/v4 builds are named by version, so their generators must not change: a digest of every task's
+    first draws (taken when the class-rich stand-ins were added beside them, sharing their helpers)."""
+    h = hashlib.sha256()
+    for name, spec in TASKS.items():
+        for split_id, split in ((1, "train"), (2, "test")):
+            x, y = spec.generate(np.random.default_rng([0, len(name), split_id]), 60, split)
+            h.update(x.tobytes())
+            h.update(y.tobytes())
+    assert h.hexdigest() == "c1be869c5f0c2c29436a32e100e89cf9163abd6a6e9d15206ec102649eb7ceff"
+
+
+def test_class_rich_stand_ins_pair_two_attributes_in_every_label():
+    from fusion_bench_fw.mini import fine_tasks as F
+    from fusion_bench_fw.mini.digit_tasks import _sample_digits
+    from fusion_bench_fw.mini.tasks import FINE_EVAL_TASKS, FINE_TASKS
+
+    assert list(FINE_EVAL_TASKS) == list(EVAL_TASKS) and not set(FINE_TASKS) & set(TASKS)
+    assert [len(FINE_TASKS[FINE_EVAL_TASKS[t]].classnames) for t in EVAL_TASKS] == [21, 30, 40, 30]
+    for name, spec in FINE_TASKS.items():
+        x, y = spec.generate(np.random.default_rng(3), 700, "train")
+        assert np.array_equal(x, spec.generate(np.random.default_rng(3), 700, "train")[0])
+        assert set(np.unique(y)) == set(range(len(spec.classnames))), name
+    # digits_inked: label = digit * 4 + ink, the digit being sklearn's, the ink the brightest channel's
+    x, y = F.gen_digits_inked(np.random.default_rng(4), 200, "test")
+    _, digits = _sample_digits(np.random.default_rng(4), 200, "test")
+    assert np.array_equal(y // len(F.INKS), digits)
+    red = (y % len(F.INKS)) == F.INKS.index("red")
+    ink = x.reshape(len(x), -1, 3).max(axis=1).astype(float)
+    assert (ink[red, 0] > ink[red, 2] + 80).all()
+    # textures_scaled: the fine scale changes from pixel to pixel more often than the coarse one
+    x, y = F.gen_textures_scaled(np.random.default_rng(5), 600, "test")
+    edges = np.abs(np.diff(x.astype(float).mean(-1), axis=2)).mean(axis=(1, 2))
+    scale = y % len(F.SCALES)
+    assert edges[scale == 0].mean() > 1.5 * edges[scale == 2].mean()
+
+
 def test_digit_tasks_relabel_sklearn_digits():
     from fusion_bench_fw.mini import digit_tasks as T
 
