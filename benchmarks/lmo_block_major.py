@@ -39,18 +39,18 @@ class ModelDirs:
         raise RuntimeError(f"{name}: expected the safetensors path")
 
 
-def make_checkpoints(work_dir: Path, n: int) -> list:
+def make_checkpoints(work_dir: Path, n: int, dtype) -> list:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     free = shutil.disk_usage(work_dir).free
     missing = [i for i in range(n) if not (work_dir / f"ckpt_{i:02d}" / "model.safetensors").is_file()]
-    if len(missing) * CHECKPOINT_BYTES * 1.2 > free:
+    if len(missing) * CHECKPOINT_BYTES * dtype.itemsize / 4 * 1.2 > free:
         raise SystemExit(f"{work_dir}: {free / 1e9:.1f} GB free, {len(missing)} checkpoints of 0.35 GB to write: use a smaller --n")
     config = CLIPVisionConfig(**CLIP_B32)
     for i in missing:
         torch.manual_seed(i)
-        CLIPVisionModel(config).save_pretrained(str(work_dir / f"ckpt_{i:02d}"))
+        CLIPVisionModel(config).to(dtype).save_pretrained(str(work_dir / f"ckpt_{i:02d}"))
         print(f"wrote {work_dir / f'ckpt_{i:02d}'}", flush=True)
     return [work_dir / f"ckpt_{i:02d}" for i in range(n)]
 
@@ -83,7 +83,9 @@ def raw_read(files) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8, help="number of checkpoints")
-    parser.add_argument("--work-dir", default="/tmp/lmo_bench", help="where the checkpoints are written (reused)")
+    parser.add_argument("--work-dir", default="/tmp/lmo_bench", help="where the checkpoints are written (reused; one folder per dtype)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the checkpoints' dtype; theta and the gradient rows take it too, as when the engine merges in the stored dtype")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine may be shared)")
     parser.add_argument("--block-group", type=int, default=None, help="score_vertices block_group (default: the engine's)")
@@ -100,9 +102,10 @@ def main() -> int:
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     block_group = args.block_group or BLOCK_GROUP
-    work_dir = Path(args.work_dir)
+    dtype = getattr(torch, args.dtype)
+    work_dir = Path(args.work_dir) / ("" if args.dtype == "float32" else args.dtype)
     work_dir.mkdir(parents=True, exist_ok=True)
-    dirs = make_checkpoints(work_dir, args.n)
+    dirs = make_checkpoints(work_dir, args.n, dtype)
     files = [d / "model.safetensors" for d in dirs]
     with torch.device("meta"):
         skeleton = CLIPVisionModel(CLIPVisionConfig(**CLIP_B32))
@@ -111,7 +114,7 @@ def main() -> int:
     generator = torch.Generator().manual_seed(0)
 
     def point(scale):
-        return {b: torch.randn(shape, generator=generator) * scale for b, shape in shapes.items()}
+        return {b: (torch.randn(shape, generator=generator) * scale).to(dtype) for b, shape in shapes.items()}
 
     theta = point(1e-2)
     rows = {1: {"total": point(1e-3)}}
@@ -119,7 +122,7 @@ def main() -> int:
     models = {d.name: str(d) for d in dirs}
 
     def lmo(block_major: bool, n_rows: int):
-        source = PoolCheckpoints(ModelDirs(models), list(models), names)
+        source = PoolCheckpoints(ModelDirs(models), list(models), names, dtype=dtype)
         order = PassOrder.BLOCK_MAJOR if block_major else PassOrder.VERTEX_MAJOR
         scores = score_vertices(source, theta, rows[n_rows], names, with_norms=False, block_group=block_group, order=order)
         assert source.loads == len(models) and source.block_loads == (len(models) if block_major else 0)
@@ -162,6 +165,7 @@ def main() -> int:
         "command": command,
         "machine": machine,
         "threads": args.threads,
+        "dtype": args.dtype,
         "n": args.n,
         "block_group": block_group,
         "bytes_read": total_bytes,
@@ -171,7 +175,7 @@ def main() -> int:
         "ratio_to_raw_read": {op: m / raw for op, m in medians.items()},
     }
     lines = [
-        f"# LMO pass vs raw read, n={args.n} CLIP ViT-B/32 checkpoints (warm page cache)",
+        f"# LMO pass vs raw read, n={args.n} CLIP ViT-B/32 checkpoints in {args.dtype} (warm page cache)",
         "",
         f"Command: `{command}`  ",
         f"Machine: {one_line(machine)}; torch threads: {args.threads}; 1-minute load average at the end {os.getloadavg()[0]:.1f}.  ",

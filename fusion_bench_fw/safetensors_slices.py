@@ -84,6 +84,8 @@ class SliceReader:
         self.headers = headers
         self.dtype = dtype
         self.fds: Dict[Path, int] = {}
+        self._located: Dict[str, list] = {}  # name -> (file, entry) per row, looked up once
+        self._scratch: Optional[torch.Tensor] = None  # raw bytes of a slice that needs a cast, reused
         try:
             for file in headers:
                 self.fds[file] = os.open(str(file), os.O_RDONLY)
@@ -134,7 +136,9 @@ class SliceReader:
             out = torch.empty(count, width, dtype=self.dtype)
         if tuple(out.shape) != (count, width) or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"out must be a contiguous CPU tensor of shape {(count, width)}")
-        located = [self._entry(row, name) for row in range(count)]
+        located = self._located.get(name)
+        if located is None:
+            located = self._located[name] = [self._entry(row, name) for row in range(count)]
         direct = [entry.dtype == self.dtype == out.dtype for _, entry in located]
         rows = memoryview(out.view(torch.uint8).reshape(-1).numpy()) if any(direct) else None
         row_bytes = width * out.element_size()
@@ -145,10 +149,20 @@ class SliceReader:
             if direct[row]:
                 self._read(fd, file, rows[row * row_bytes : (row + 1) * row_bytes], offset)
             else:
-                raw = torch.empty(width, dtype=entry.dtype)
+                raw = self._raw(width, entry.dtype)
                 self._read(fd, file, memoryview(raw.view(torch.uint8).numpy()), offset)
-                out[row].copy_(raw.to(self.dtype))
+                # a file already in self.dtype is only widened into out (e.g. bf16 into the float32
+                # tiles of the LMO pass); another one is first rounded to self.dtype, as a load would
+                out[row].copy_(raw if entry.dtype == self.dtype else raw.to(self.dtype))
         return out
+
+    def _raw(self, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """``width`` elements of scratch in ``dtype``, reused across calls: a fresh buffer per slice
+        and row would fault its pages in each time."""
+        nbytes = width * dtype.itemsize
+        if self._scratch is None or self._scratch.numel() < nbytes:
+            self._scratch = torch.empty(nbytes, dtype=torch.uint8)
+        return self._scratch[:nbytes].view(dtype)
 
     @staticmethod
     def _read(fd: int, file: Path, view: memoryview, offset: int) -> None:

@@ -77,6 +77,13 @@ def test_pool_checkpoints_block_reader_reads_safetensors_slices(tmp_path):
         with pytest.raises(IndexError):
             reader.stack("w", 0, 40 * 33 + 1)
     source.validate({k: v for k, v in theta.items()})  # the validation pass still streams and checks
+    # merging in bfloat16: the bf16 file is only widened into a float32 tile, the fp32 one rounded to
+    # bf16 first (as a load in bf16 would); the reused scratch serves reads of any width
+    with PoolCheckpoints(pool, list(models), names, dtype=torch.bfloat16).block_reader([1, 0]) as reader:
+        for start, stop in ((0, 700), (3, 40), (100, 1300)):
+            tile = reader.stack("w", start, stop, out=torch.empty(2, stop - start))
+            flat = [vertices[i]["w"].reshape(-1)[start:stop].bfloat16().float() for i in (1, 0)]
+            assert torch.equal(tile, torch.stack(flat))
 
 
 def test_pool_checkpoints_falls_back_without_safetensors(tmp_path):
