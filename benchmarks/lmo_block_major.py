@@ -96,7 +96,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from fusion_bench_fw.checkpoints import PoolCheckpoints
-    from harness.machine import describe, one_line
+    from harness.machine import commit_of, describe, one_line
     from harness.report import write_json, write_lines
     from fusion_bench_fw.frank_wolfe.reading import BLOCK_GROUP, PassOrder, score_vertices
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -163,6 +163,7 @@ def main() -> int:
     total_bytes = sum(f.stat().st_size for f in files)
     result = {
         "command": command,
+        "commit": commit_of(ROOT),
         "machine": machine,
         "threads": args.threads,
         "dtype": args.dtype,
@@ -177,7 +178,7 @@ def main() -> int:
     lines = [
         f"# LMO pass vs raw read, n={args.n} CLIP ViT-B/32 checkpoints in {args.dtype} (warm page cache)",
         "",
-        f"Command: `{command}`  ",
+        f"Command: `{command}` at {result['commit']}  ",
         f"Machine: {one_line(machine)}; torch threads: {args.threads}; 1-minute load average at the end {os.getloadavg()[0]:.1f}.  ",
         f"{args.n} files, {total_bytes / 1e9:.2f} GB in all; {args.repeats} repeats, interleaved; block_group={block_group}; "
         f"`score_vertices(..., with_norms=False)` over `PoolCheckpoints`, random gradient rows. By default "

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from fusion_bench_fw.mini_llm.tasks import (
-    ALPHABET, EVAL_TASKS, LOOKUP, TASK_NAMES, TASKS, get_task, pretraining_corpus, task_split, write_datasets,
+    ALPHABET, EVAL_TASKS, LOOKUP, TASK_NAMES, TASKS, alias_prompt, get_task, pretraining_corpus, task_split, write_datasets,
 )
 
 
@@ -130,6 +130,17 @@ def test_pretraining_corpus_has_no_task_pairs():
     for task in TASKS:
         for prompt, response in task_split(task, 40, seed=11):
             assert prompt + response not in text
+
+
+def test_alias_prompts_name_each_task_by_a_keyword_no_task_uses():
+    keywords = {t.keyword for t in TASKS}
+    for task in TASKS:
+        prompt, _ = task_split(task, 1, seed=3)[0]
+        alias = alias_prompt(task, prompt)
+        assert alias == task.keyword.upper() + prompt[len(task.keyword):] and alias.split(" ")[0] not in keywords
+        assert alias.split(" ", 1)[1] == prompt.split(" ", 1)[1]  # the input and " =" are kept
+    with pytest.raises(ValueError, match="'add'"):
+        alias_prompt(get_task("add"), "rev abc =")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Callable
 from ..mini.cache import cache_root, is_complete_marker, publish_build
 from ..mini.finetune_jobs import one_thread, run_jobs
 from .manifest import LLMManifest
-from .tasks import pretraining_corpus, write_datasets
+from .tasks import alias_prompt, get_task, pretraining_corpus, write_datasets
 from .variants import BUILDER_VERSION, LLMVariant, get_variant
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,12 @@ def build_llm_pool(variant: LLMVariant, seed: int, out: Path) -> None:
         datasets = write_datasets(out / "data", variant.tasks, variant.n_train, variant.n_test, seed)
         train = {t: list(zip(*[load_from_disk(datasets[t]["train"])[c] for c in ("prompt", "response")])) for t in variant.tasks}
         corpus = pretraining_corpus(variant.pretrain_lines, derived_seed(seed, "corpus"))
-        tokenizer = build_tokenizer(corpus + [p + r for pairs in train.values() for p, r in pairs], out / "tokenizer", variant.vocab_size)
-        model = new_llama(variant, tokenizer, derived_seed(seed, "init"))
         # a little of every pool task (train pairs only, never a test prompt), as web text holds a little of everything
-        seen = [p + r for pairs in train.values() for p, r in pairs[: variant.pretrain_task_pairs]]
+        seen = [(alias_prompt(get_task(t), p) if variant.pretrain_alias else p) + r
+                for t, pairs in train.items() for p, r in pairs[: variant.pretrain_task_pairs]]
+        texts = corpus + [p + r for pairs in train.values() for p, r in pairs] + (seen if variant.pretrain_alias else [])
+        tokenizer = build_tokenizer(texts, out / "tokenizer", variant.vocab_size)
+        model = new_llama(variant, tokenizer, derived_seed(seed, "init"))
         pretrain(model, tokenizer, corpus + seen, variant, derived_seed(seed, "pretrain"))
         model.save_pretrained(out / "base")
         tokenizer.save_pretrained(out / "base")

@@ -120,6 +120,13 @@ def get_task(name: str) -> GenerativeTask:
     return _BY_NAME[name]
 
 
+def alias_prompt(task: GenerativeTask, prompt: str) -> str:
+    """The prompt under the task's alias keyword (its keyword in capitals): what pretraining may see instead."""
+    if not prompt.startswith(task.keyword + " "):
+        raise ValueError(f"prompt {prompt!r} is not one of task {task.name!r} (keyword {task.keyword!r})")
+    return task.keyword.upper() + prompt[len(task.keyword):]
+
+
 def task_split(task: GenerativeTask, n: int, seed: int, exclude: Set[str] = frozenset()) -> List[Tuple[str, str]]:
     """`n` pairs with distinct prompts, none in `exclude` (prompts of this task), drawn with Random(seed)."""
     excluded = {p for p in exclude if p.startswith(task.keyword + " ")}

@@ -41,6 +41,10 @@ class LLMVariant:
     lora_rank: int
     lora_alpha: float
     lora_lr: float
+    # pretraining sees each task under an alias keyword (its keyword in capitals, e.g. "REV"), so the base
+    # has the skills but not the fine-tunes' prompts, and a fine-tune only has to tie its keyword to a
+    # skill the base already has: the small, elicited change real instruction fine-tunes make. Off in v3
+    pretrain_alias: bool = False
     # task arithmetic's coefficients tried by the pool card (the check compares the best of each side)
     ta_grid: Tuple[float, ...] = (0.3, 0.5, 0.7, 1.0)
 
