@@ -6,12 +6,12 @@ cache directory carries it, so an older build is rebuilt rather than silently re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, Tuple
 
 from .tasks import EVAL_TASKS, TASK_NAMES
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,16 @@ class LLMVariant:
 # the eval tasks 6.8; over all 16 <= 19.3 and 0 from 0.5 on. No recipe tried yet makes task vectors
 # add up as fine-tunes of a real LLM do.
 LORA_TASKS = ("lookup", "first", "caesar", "parity")
-_OTHERS = tuple(t for t in TASK_NAMES if t not in EVAL_TASKS)
-VARIANTS: Dict[str, LLMVariant] = {
+
+
+def _eval_first(eval_tasks: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The pool's fixed order: the eval tasks, then the others in the task table's order."""
+    return tuple(eval_tasks) + tuple(t for t in TASK_NAMES if t not in eval_tasks)
+
+
+_V3: Dict[str, LLMVariant] = {
     "ta16": LLMVariant(
-        name="ta16", tasks=tuple(TASK_NAMES), eval_tasks=tuple(EVAL_TASKS), lora_tasks=LORA_TASKS,
+        name="ta16", tasks=_eval_first(EVAL_TASKS), eval_tasks=tuple(EVAL_TASKS), lora_tasks=LORA_TASKS,
         n_train=800, n_test=200, vocab_size=260, hidden=64, layers=2, heads=4, intermediate=128,
         pretrain_lines=10000, pretrain_steps=1500, pretrain_batch=64, pretrain_lr=3e-3, pretrain_task_pairs=400,
         finetune_steps=400, finetune_batch=32, finetune_lr=1e-3, lora_rank=16, lora_alpha=32, lora_lr=2e-3,
@@ -97,8 +103,34 @@ VARIANTS: Dict[str, LLMVariant] = {
     ),
 }
 
+# v4 (issue 16): fine-tunes that elicit a skill the base already has, as instruction fine-tunes of a real
+# LLM do. Pretraining sees 800 train pairs of every task under an alias keyword (pretrain_alias: "REV"
+# for "rev"), so the base solves no task as the pool prompts it (0% on 15 of 16) but has every skill,
+# and a short, gentle fine-tune (lr 3e-4, 300 steps) ties the keyword to it: |tau| 4.2-9.5 against
+# |theta_0| 46. Measured on trial builds (scratch, 264 s each): task arithmetic over reverse/sort/parity
+# reaches 39.7 at lambda 0.7 from a base of 0 and fine-tunes of 70/81/98 (48% of the gap; v3's recipe
+# with the same tower: 6 points above its base), and over all 16 at most 9.3 (0 from lambda 0.5 on).
+# Halving the fine-tuning rates (lr 1.5e-4, LoRA 5e-4) gave smaller task vectors but worse merges
+# (27.0 over the same three). The eval tasks become reverse, sort and parity (two full fine-tunes and a
+# LoRA adapter): v3's add stays unlearnt by every recipe (fine-tunes 6-24%) and lookup is a memorised
+# table no merge of other models can carry. A 128-wide decoder with a 320-token vocabulary (task
+# keywords become single tokens). micro keeps v3's recipe (its tests check v3's behaviour).
+_V4: Dict[str, LLMVariant] = {
+    "ta16": replace(
+        _V3["ta16"], tasks=_eval_first(("reverse", "sort", "parity")), eval_tasks=("reverse", "sort", "parity"),
+        vocab_size=320, hidden=128, intermediate=256, pretrain_steps=2000, pretrain_task_pairs=800, pretrain_alias=True,
+        finetune_steps=300, finetune_lr=3e-4, lora_lr=1e-3, ta_grid=(0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
+    ),
+    "micro": _V3["micro"],
+}
 
-def get_variant(name: str) -> LLMVariant:
-    if name not in VARIANTS:
-        raise ValueError(f"unknown mini LLM pool variant {name!r}; choose one of {', '.join(VARIANTS)}")
-    return VARIANTS[name]
+VARIANTS_BY_VERSION: Dict[int, Dict[str, LLMVariant]] = {3: _V3, 4: _V4}
+VARIANTS: Dict[str, LLMVariant] = VARIANTS_BY_VERSION[BUILDER_VERSION]
+
+
+def get_variant(name: str, version: int = BUILDER_VERSION) -> LLMVariant:
+    if version not in VARIANTS_BY_VERSION:
+        raise ValueError(f"mini LLM pool builder version {version}: choose one of {sorted(VARIANTS_BY_VERSION)} (current {BUILDER_VERSION})")
+    if name not in VARIANTS_BY_VERSION[version]:
+        raise ValueError(f"unknown mini LLM pool variant {name!r}; choose one of {', '.join(VARIANTS_BY_VERSION[version])}")
+    return VARIANTS_BY_VERSION[version][name]
