@@ -176,3 +176,37 @@ def test_tokenizer_is_deterministic(tmp_path, tokenizer_texts):
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
     with pytest.raises(ValueError, match="260"):
         build_tokenizer(tokenizer_texts, tmp_path / "c", vocab_size=128)
+
+
+def test_an_alias_pretraining_shows_the_base_every_task_under_its_alias_only(tmp_path, monkeypatch):
+    """Builder v4's recipe on a toy size: pretraining sees the pool tasks' train pairs under their alias
+    keywords and never under the keywords the fine-tunes and test splits use."""
+    from dataclasses import replace
+
+    from fusion_bench_fw.mini_llm import training
+    from fusion_bench_fw.mini_llm.build import build_llm_pool
+    from fusion_bench_fw.mini_llm.variants import get_variant
+
+    seen = {}
+    real_pretrain = training.pretrain
+
+    def recording_pretrain(model, tokenizer, lines, variant, seed):
+        seen["lines"] = list(lines)
+        real_pretrain(model, tokenizer, lines[:64], replace(variant, pretrain_steps=2), seed)
+
+    monkeypatch.setattr(training, "pretrain", recording_pretrain)
+    variant = replace(get_variant("ta16"), tasks=("reverse", "parity"), eval_tasks=("reverse",), lora_tasks=("parity",),
+                      n_train=30, n_test=4, pretrain_lines=50, pretrain_task_pairs=20, finetune_steps=2, ta_grid=(1.0,))
+    assert variant.pretrain_alias
+    build_llm_pool(variant, 0, tmp_path / "pool")
+    from datasets import load_from_disk
+
+    lines = set(seen["lines"])
+    for task in ("reverse", "parity"):
+        train = load_from_disk(str(tmp_path / "pool" / "data" / task / "train"))
+        pairs = list(zip(train["prompt"], train["response"]))
+        assert len(pairs) == 30
+        assert all(alias_prompt(get_task(task), p) + r in lines for p, r in pairs[:20])
+        assert not any(alias_prompt(get_task(task), p) + r in lines for p, r in pairs[20:])
+        assert not any(p + r in lines for p, r in pairs)  # the fine-tunes' prompts stay unseen
+    assert (tmp_path / "pool" / "card.json").is_file()
