@@ -3,7 +3,8 @@
 Every sentence is computed from the file (settings, definitions, rows), so a re-run rewrites the
 whole report. ``cost_methods.py`` and ``cost_lmo.py`` call ``render`` after measuring, then ``cost_summary``'s
 ``render_summaries``, which judges the hub stand-in runs of every variant together.
-Without arguments this script re-renders every JSON under ``benchmarks/results/cost/`` and the summaries.
+Without arguments this script re-renders every JSON under ``benchmarks/results/cost/`` it measures the
+layout of (not ``cost_llm.py``'s or ``cost_openclip.py``'s: they render their own) and the summaries.
 
     .venv/bin/python benchmarks/cost_report.py [benchmarks/results/cost/methods_cpu_fp32.json ...]
 """
@@ -76,10 +77,21 @@ def readers_cells(rows: List[Dict[str, Any]], methods=("fw_hard", "fw_soft")) ->
     return "; ".join(parts) or "–"
 
 
+# result files in benchmarks/results/cost/ that another script measures and renders
+RENDERED_BY = {"cost_llm": "benchmarks/cost_llm.py", "cost_openclip": "benchmarks/cost_openclip.py"}
+
+
+def experiment_of(json_path: Path) -> str:
+    return json.loads(Path(json_path).read_text())["experiment"]
+
+
 def render(json_path: Path) -> List[Path]:
     """Write the .md and .png beside ``json_path``; the paths written."""
     json_path = Path(json_path)
     payload = json.loads(json_path.read_text())
+    if payload["experiment"] in RENDERED_BY:
+        raise SystemExit(f"{json_path}: a {payload['experiment']} result; render it with "
+                         f"`.venv/bin/python {RENDERED_BY[payload['experiment']]} --report-only --out {json_path}`")
     lines, plot = (methods_report if payload["experiment"] == "cost_methods" else lmo_report)(payload, json_path)
     md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
     write_lines(md, lines)
@@ -368,7 +380,8 @@ def main(argv=None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("json", nargs="*", help="result files (default: every JSON under benchmarks/results/cost/, then the summaries)")
     args = parser.parse_args(argv)
-    for path in args.json or sorted((HERE / "results" / "cost").glob("*.json")):
+    every = [p for p in sorted((HERE / "results" / "cost").glob("*.json")) if experiment_of(p) not in RENDERED_BY]
+    for path in args.json or every:
         print("wrote", ", ".join(map(str, render(Path(path)))))
     from cost_summary import render_summaries  # it builds on this module's helpers
 

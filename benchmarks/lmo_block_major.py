@@ -6,7 +6,7 @@ interleaved within each repeat: a raw sequential read of the n files (``readinto
 and ``score_vertices`` over ``PoolCheckpoints`` as the solver calls it for the inner-product score
 (``with_norms=False``) with 1 gradient row (fw_hard) and 5 rows (fw_soft with 4 objective tasks),
 once vertex-major and once block-major, both forced through ``score_vertices``'s ``order`` (by
-default a single row streams vertex-major, see ``BLOCK_MAJOR_MIN_PRODUCTS`` in ``reading.py``).
+default a single float32 row streams vertex-major, see ``choose_order`` in ``reading.py``).
 Medians over repeats; ratios are to the raw read's median.
 
     python benchmarks/lmo_block_major.py --n 8
@@ -182,7 +182,7 @@ def main() -> int:
         f"Machine: {one_line(machine)}; torch threads: {args.threads}; 1-minute load average at the end {os.getloadavg()[0]:.1f}.  ",
         f"{args.n} files, {total_bytes / 1e9:.2f} GB in all; {args.repeats} repeats, interleaved; block_group={block_group}; "
         f"`score_vertices(..., with_norms=False)` over `PoolCheckpoints`, random gradient rows. By default "
-        f"`score_vertices` takes the vertex-major path for 1 row and the block-major path for 5 rows.",
+        f"`score_vertices` takes the block-major path for 5 rows, and for 1 row only in half precision.",
         "",
         f"Bytes the 5-row block-major pass must move from memory, relative to the raw read: the n checkpoints, "
         f"the 5 gradient rows once per group of at most {block_group} and theta once: "

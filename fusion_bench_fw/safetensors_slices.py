@@ -103,19 +103,22 @@ class SliceReader:
         if not hasattr(os, "preadv") or sys.byteorder != "little":
             return None
         prefixes = list(prefixes) if prefixes is not None else [""] * len(weight_maps)
+        # one Path per distinct file: a Path per (checkpoint, tensor) cost ~0.1 s per LMO pass over 16 models
+        paths: Dict[str, Path] = {}
+        weight_maps = [{n: paths.setdefault(str(f), Path(f)) for n, f in m.items()} for m in weight_maps]
         headers: Dict[Path, Dict[str, TensorEntry]] = {}
         try:
-            for file in {Path(m[p + n]) for m, p in zip(weight_maps, prefixes) for n in names if p + n in m}:
+            for file in {m[p + n] for m, p in zip(weight_maps, prefixes) for n in names if p + n in m}:
                 headers[file] = read_header(file)
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
         for name in names:
-            entries = [headers[Path(m[p + name])].get(p + name) if p + name in m else None for m, p in zip(weight_maps, prefixes)]
+            entries = [headers[m[p + name]].get(p + name) if p + name in m else None for m, p in zip(weight_maps, prefixes)]
             if any(e is None or e.dtype is None or e.nbytes != e.numel * e.dtype.itemsize for e in entries):
                 return None
             if len({e.shape for e in entries}) != 1:
                 return None
-        return cls([{n: Path(f) for n, f in m.items()} for m in weight_maps], headers, dtype, prefixes)
+        return cls(weight_maps, headers, dtype, prefixes)
 
     def _entry(self, row: int, name: str) -> Tuple[Path, TensorEntry]:
         key = self.prefixes[row] + name

@@ -223,3 +223,19 @@ def test_half_precision_products_are_summed_in_float32(order):
         close(scores.vertex_theta[i], exact(theta, vertex))
     # the bound can see the bfloat16 rounding this guards against
     assert abs(float(torch.dot(grads["total"]["w"], vertices[0]["w"])) / float(exact(grads["total"], vertices[0])[0]) - 1) > 1e-4
+
+
+def test_the_pass_order_reads_half_precision_rows_block_major_even_for_one_row():
+    from fusion_bench_fw.frank_wolfe.reading import PassOrder, choose_order
+
+    class Readable:
+        def block_reader(self, indices):
+            return None
+
+    cpu = torch.device("cpu")
+    assert choose_order(Readable(), cpu, 1, torch.float32) is PassOrder.VERTEX_MAJOR
+    assert choose_order(Readable(), cpu, 2, torch.float32) is PassOrder.BLOCK_MAJOR
+    assert choose_order(Readable(), cpu, 1, torch.bfloat16) is PassOrder.BLOCK_MAJOR
+    assert choose_order(Readable(), cpu, 1, torch.float16) is PassOrder.BLOCK_MAJOR
+    assert choose_order(Readable(), torch.device("cuda"), 1, torch.float32) is PassOrder.DEVICE_PIPELINE
+    assert choose_order(object(), cpu, 5, torch.bfloat16) is PassOrder.VERTEX_MAJOR  # no block reader

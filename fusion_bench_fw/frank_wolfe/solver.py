@@ -143,8 +143,8 @@ class FrankWolfeBase:
     def lmo_pass(self, theta: ParamDict, rows: Mapping[str, ParamDict], with_norms: bool):
         """One LMO pass; its order is chosen at the first pass and kept for the run."""
         if self.pass_order is None:
-            device = next(iter(rows.values()))[self.block_names[0]].device
-            self.pass_order = choose_order(self.source, device, len(rows) + int(with_norms))
+            first = next(iter(rows.values()))[self.block_names[0]]
+            self.pass_order = choose_order(self.source, first.device, len(rows) + int(with_norms), first.dtype)
         return score_vertices(
             self.source, theta, rows, self.block_names, self.shard, self.all_reduce,
             with_norms=with_norms, block_group=self.options.lmo_block_group, order=self.pass_order,
