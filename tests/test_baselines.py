@@ -103,6 +103,18 @@ def test_the_cards_adamerging_starts_from_task_arithmetic_over_every_model(mini_
     assert "adamerging" not in json.loads((mini_micro_dir / "card.json").read_text())  # the cached build is untouched
 
 
+def test_the_cards_adamerging_is_a_function_of_its_seed(mini_micro_manifest):
+    """Its shuffled test loaders draw from torch's generator: one seed gives one merge, another seed
+    another, and the caller's generator state is left as it was."""
+    from fusion_bench_fw.mini.card_adamerging import layer_wise_adamerging
+
+    state = torch.get_rng_state()
+    runs = [layer_wise_adamerging(mini_micro_manifest, ["scenes"], 4, seed=s).state_dict() for s in (0, 0, 1)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
 def test_regmean_plusplus_config_builds_where_fusion_bench_0_2_33_fails():
     from pathlib import Path
 

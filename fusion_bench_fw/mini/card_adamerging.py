@@ -38,11 +38,15 @@ def _modelpool(manifest: Manifest):
     return CLIPVisionModelPool(DictConfig(models), test_datasets=_datasets(manifest, list(manifest.tasks), "test"), processor=manifest.processor_dir)
 
 
-def layer_wise_adamerging(manifest: Manifest, objective_tasks: Optional[Sequence[str]], steps: int):
-    """The merged CLIPVisionModel of FusionBench's layer-wise AdaMerging (entropy on ``objective_tasks``; None = all)."""
+def layer_wise_adamerging(manifest: Manifest, objective_tasks: Optional[Sequence[str]], steps: int, seed: int = 0):
+    """The merged CLIPVisionModel of FusionBench's layer-wise AdaMerging (entropy on ``objective_tasks``; None = all).
+
+    ``seed`` fixes the order its shuffled test loaders draw batches in (torch's global generator, restored
+    afterwards): unseeded, the same build gave 27.5, 27.6 and 28.4."""
     from ..baselines.adamerging import objective_adamerging
 
-    with tempfile.TemporaryDirectory() as scratch:  # FusionBench's head cache and hyperparameter log
+    with tempfile.TemporaryDirectory() as scratch, torch.random.fork_rng():  # scratch: FusionBench's head cache and hyperparameter log
+        torch.manual_seed(seed)
         algorithm = objective_adamerging("clip_layer_wise_adamerging", objective_tasks, max_steps=steps, cache_dir=scratch, **SETTINGS)
         # what the fusion_bench program hands it: a Fabric with a logger (layer-wise logs its hyperparameters)
         algorithm.fabric = algorithm._fabric = L.Fabric(accelerator="cpu", devices=1, loggers=TensorBoardLogger(scratch, name="adamerging"))
