@@ -88,6 +88,7 @@ def test_the_cards_adamerging_starts_from_task_arithmetic_over_every_model(mini_
     build = shutil.copytree(mini_micro_dir, tmp_path / "build")
     card = add_to_card(build, steps=1, command="fusion_bench_fw card-adamerging --pool micro --steps 1")
     figures = card["adamerging"]
+    assert figures["seed"] == 0  # the pool's seed
     everything = mini_micro_card["task_arithmetic"]["all"]["by_lambda"]["0.3"]["average"]
     relevant = mini_micro_card["task_arithmetic"]["relevant"]["by_lambda"]["0.3"]["average"]
     assert abs(everything - relevant) > 0.05  # the two merges are told apart

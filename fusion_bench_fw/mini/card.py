@@ -145,7 +145,8 @@ def card_markdown(card: Dict, build_seconds: float) -> str:
         f"{'holds' if c['b_holds_at_best'] else 'FAILS'}.",
         "",
         f"Simple averaging of all {n_all}: {_pct(card['simple_average_all'])}."
-        + (f" FusionBench layer-wise AdaMerging ({card['adamerging']['steps']} steps, lr {card['adamerging']['lr']:g}), "
+        + (f" FusionBench layer-wise AdaMerging ({card['adamerging']['steps']} steps, lr {card['adamerging']['lr']:g}"
+           f"{', seed ' + str(card['adamerging']['seed']) if 'seed' in card['adamerging'] else ''}), "
            f"entropy on the eval tasks: {_pct(card['adamerging']['adamerging_objective'])}; on all tasks: {_pct(card['adamerging']['adamerging_all'])}."
            if "adamerging" in card else " AdaMerging not measured in this build."),
         "",

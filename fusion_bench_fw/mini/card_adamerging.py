@@ -53,11 +53,11 @@ def layer_wise_adamerging(manifest: Manifest, objective_tasks: Optional[Sequence
         return algorithm.run(_modelpool(manifest)).eval()
 
 
-def adamerging_figures(manifest: Manifest, heads: Mapping[str, ZeroShotHead], tasks: Mapping[str, TaskTensors], steps: int) -> Dict:
+def adamerging_figures(manifest: Manifest, heads: Mapping[str, ZeroShotHead], tasks: Mapping[str, TaskTensors], steps: int, seed: int = 0) -> Dict:
     eval_tasks = list(manifest.eval_tasks)
-    out = {"steps": steps, "method": "FusionBench CLIPLayerWiseAdaMergingAlgorithm", **{k: v for k, v in SETTINGS.items() if k in ("lr", "init_values", "batch_size")}}
+    out = {"steps": steps, "seed": seed, "method": "FusionBench CLIPLayerWiseAdaMergingAlgorithm", **{k: v for k, v in SETTINGS.items() if k in ("lr", "init_values", "batch_size")}}
     for key, objective in (("adamerging_objective", eval_tasks), ("adamerging_all", None)):
-        merged = layer_wise_adamerging(manifest, objective, steps)
+        merged = layer_wise_adamerging(manifest, objective, steps, seed=seed)
         out[key] = eval_average(merged, heads, tasks, eval_tasks)
     return out
 
@@ -88,6 +88,7 @@ def add_to_card(build_dir, steps: int, command: str) -> Dict:
     card_path = Path(manifest.card)
     card = json.loads(card_path.read_text())
     heads, tasks = eval_task_tensors(manifest)
-    card["adamerging"] = {**adamerging_figures(manifest, heads, tasks, steps), "command": command}
+    # seeded by the pool's seed, so one build and one command give one card
+    card["adamerging"] = {**adamerging_figures(manifest, heads, tasks, steps, seed=manifest.seed), "command": command}
     write_card(card_path.parent, card, card["build_seconds"])  # judges the criteria again, now with AdaMerging's figures
     return json.loads(card_path.read_text())
