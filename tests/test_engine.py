@@ -199,6 +199,31 @@ def test_descent_probe_skips_a_far_vertex_that_wins_the_linear_model():
     assert probed_state.trajectory[0]["fw_gap"] == pytest.approx(plain_state.trajectory[0]["fw_gap"])
 
 
+def test_a_step_to_where_theta_already_is_reads_nothing_and_searches_nothing():
+    """The probe rejects the only other vertex, so the LMO's choice is the model theta_t already is:
+    the direction is zero, and the iteration ends after the probes (no vertex read for the step, no
+    line search), with step 0 and the gap still reported."""
+    dim = 3
+    problem = LeastSquares({k: torch.eye(dim, dtype=torch.float64) for k in BLOCKS}, {k: torch.ones(dim, dtype=torch.float64) for k in BLOCKS})
+    start = {k: torch.zeros(dim, dtype=torch.float64) for k in BLOCKS}
+    far = {k: 100.0 * torch.ones(dim, dtype=torch.float64) for k in BLOCKS}
+    source = ListSource(["_pretrained_", "far"], [start, far])
+    losses = []
+    loss = problem.loss
+    problem.loss = lambda params: losses.append(1) or loss(params)
+    solver = hard(**{**solver_kwargs(problem, source, max_iters=1), "probe_step": 0.05})
+    state = initial_state([start, far])
+    solver.run(state)
+    record = state.trajectory[0]
+    assert (record["selected"], record["rejected"], record["step_size"]) == ("_pretrained_", ["far"], 0.0)
+    assert record["fw_gap"] > 0 and record["stalled"]
+    # the gradient pass's and the two probes' (far, then the vertex theta_t is); the line search
+    # along the zero direction took 22 more before
+    assert len(losses) == 3
+    assert source.loads == 4  # the LMO pass reads both vertices, each probe one; the step none
+    assert all(torch.equal(state.theta[k], start[k]) for k in BLOCKS)
+
+
 def _one_vertex_problem():
     """1-d blocks: theta_0 = 0 near the optimum 0.1, the only other vertex at 1 (gap > 0)."""
     eye = {k: torch.eye(1, dtype=torch.float64) for k in BLOCKS}

@@ -298,15 +298,23 @@ class FrankWolfeHard(FrankWolfeBase):
             return record
         away = self.away_vertex(scores, state) if options.variant == "pairwise" and state.in_hull() else None
         if away is None:
-            (vertex,) = assemble(self.source, [selection], self.block_names, theta)
-            direction = {name: vertex[name] - theta[name] for name in self.block_names}
             new_weights = self.selection_onehot(selection) - state.weights
         else:
             away_index, scale = away
-            vertex, away_point = assemble(self.source, [selection, away_index], self.block_names, theta)
-            direction = {name: float(scale[b]) * (vertex[name] - away_point[name]) for b, name in enumerate(self.block_names)}
             new_weights = scale.unsqueeze(1) * (self.selection_onehot(selection) - self.selection_onehot(away_index))
             record.details["away"] = self.describe_selection(away_index)
+        if state.weights_exact and not bool(new_weights.any()):
+            # the LMO chose where theta_t already is (e.g. every other candidate failed the descent
+            # probe): the direction is zero, so neither its read nor a line search can change anything
+            record.step_size = 0.0
+            self.progress(record, monotone=self.merge_fn is None and self.step_rule.monotone)
+            return record
+        if away is None:
+            (vertex,) = assemble(self.source, [selection], self.block_names, theta)
+            direction = {name: vertex[name] - theta[name] for name in self.block_names}
+        else:
+            vertex, away_point = assemble(self.source, [selection, away_index], self.block_names, theta)
+            direction = {name: float(scale[b]) * (vertex[name] - away_point[name]) for b, name in enumerate(self.block_names)}
             del away_point
         del vertex
 
